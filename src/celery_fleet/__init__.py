@@ -1,0 +1,3 @@
+"""celery-fleet: Celery on Redis in production."""
+
+__version__ = "0.1.0"

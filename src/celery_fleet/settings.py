@@ -1,0 +1,563 @@
+"""Environment -> Celery settings, secure by default.
+
+``load(os.environ)`` returns the lowercase Celery settings the deployment means. Every
+input is read, checked and normalised here, at load time, so that a mistake is an error
+naming the variable and its fix, not a traceback deep in Kombu at the first publish.
+The variables are documented in docs/settings.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from celery.app.defaults import _TO_NEW_KEY, NAMESPACES, flatten
+from kombu.entity import Queue
+
+from . import urls
+
+log = logging.getLogger("celery_fleet.settings")
+
+PREFIX = "CELERY_"
+
+
+class SettingsError(ValueError):
+    """Bad input. ``variable`` names the environment variable at fault."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        self.variable = variable
+        super().__init__(message if message.startswith(variable) else f"{variable}: {message}")
+
+
+# ---------------------------------------------------------------------------------------
+# Production defaults. Each is a Celery setting, overridable as CELERY_<NAME>.
+# Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html#<name-with-dashes>
+# ---------------------------------------------------------------------------------------
+PRODUCTION_DEFAULTS: dict[str, Any] = {
+    # JSON only: pickle in a broker is remote code execution for whoever can write to it.
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "timezone": "UTC",
+    "enable_utc": True,
+    # Ack after the task ran; a worker killed mid-task gives the task back (at-least-once).
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    # Bounded prefetch: with acks_late a worker holds at most concurrency x 1 messages.
+    "worker_prefetch_multiplier": 1,
+    "worker_max_tasks_per_child": 1000,
+    "task_soft_time_limit": 600,
+    "task_time_limit": 900,
+    "task_track_started": True,
+    # The real setting name (seed 002 says task_send_sent_signal, which Celery ignores).
+    "task_send_sent_event": True,
+    "worker_send_task_events": True,
+    "result_expires": 3600,
+    "result_compression": "gzip",
+    "result_extended": True,
+    # Results survive a failover: retry the backend instead of failing the task.
+    "result_backend_always_retry": True,
+    "result_backend_max_retries": 20,
+    "broker_pool_limit": 10,
+    "broker_connection_retry": True,
+    "broker_connection_retry_on_startup": True,
+    "broker_connection_max_retries": 100,
+    "broker_connection_timeout": 4.0,
+    # Running tasks are cancelled when the broker connection drops: their messages are
+    # redelivered anyway (acks late), so letting them run on would run them twice.
+    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    "redis_socket_timeout": 10.0,
+    "redis_socket_connect_timeout": 5.0,
+    "redis_retry_on_timeout": True,
+    "redis_socket_keepalive": True,
+    "redis_backend_health_check_interval": 25,
+    "task_default_queue": "default",
+    "task_queues": "default",
+}
+
+# Variables of this module that are not Celery setting names.
+FLEET_KEYS = {
+    "BROKER_SSL",
+    "BROKER_SSL_CERT_REQS",
+    "BROKER_SSL_CA_CERTS",
+    "BROKER_SSL_CERTFILE",
+    "BROKER_SSL_KEYFILE",
+    "BROKER_SSL_CHECK_HOSTNAME",
+    "REDIS_BACKEND_SSL",
+    "REDIS_BACKEND_SSL_CERT_REQS",
+    "REDIS_BACKEND_SSL_CA_CERTS",
+    "REDIS_BACKEND_SSL_CERTFILE",
+    "REDIS_BACKEND_SSL_KEYFILE",
+    "REDIS_BACKEND_SSL_CHECK_HOSTNAME",
+    "SENTINEL_MASTER_NAME",
+    "SENTINEL_MIN_OTHER_SENTINELS",
+    "SENTINEL_USERNAME",
+    "SENTINEL_PASSWORD",
+    "SENTINEL_SSL",
+    "SENTINEL_SOCKET_TIMEOUT",
+    "VISIBILITY_TIMEOUT",
+}
+# CELERY_* variables read by the celery command itself or by Celery internals.
+NOT_SETTINGS = {
+    "APP",
+    "LOADER",
+    "CONFIG_MODULE",
+    "WORKDIR",
+    "RDB_HOST",
+    "RDB_PORT",
+    "RDBSIG",
+    "TRACE_APP",
+    "BENCH",
+    "CUSTOM_WORKER_POOL",
+    "LOG_LEVEL",
+    "LOG_FILE",
+    "PID_FILE",
+    "CHDIR",
+}
+# Names that users write because a blog post did; each maps to the real one.
+KNOWN_MISTAKES = {
+    "RESULT_BACKEND_USE_SSL": "CELERY_REDIS_BACKEND_USE_SSL (or CELERY_REDIS_BACKEND_SSL_*)",
+    "TASK_SEND_SENT_SIGNAL": "CELERY_TASK_SEND_SENT_EVENT",
+    "REDIS_USE_SSL": "CELERY_REDIS_BACKEND_USE_SSL (or CELERY_REDIS_BACKEND_SSL_*)",
+    "BROKER_SSL_OPTIONS": "CELERY_BROKER_USE_SSL (or CELERY_BROKER_SSL_*)",
+}
+
+# Settings this module parses itself (task_queues: "default,critical").
+RAW_STRINGS = {"task_queues", "broker_url", "result_backend"}
+
+CERT_REQS = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+CELERY_OPTIONS = dict(flatten(NAMESPACES))
+TRUE = {"1", "true", "yes", "on", "y"}
+FALSE = {"0", "false", "no", "off", "n", ""}
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS options for one side (broker or result backend)."""
+
+    enabled: bool
+    cert_reqs: str = "required"
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    check_hostname: bool = True
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """The ``ssl_*`` keyword arguments of redis-py's SSLConnection."""
+        return {
+            "ssl_cert_reqs": CERT_REQS[self.cert_reqs],
+            "ssl_ca_certs": self.ca_certs,
+            "ssl_certfile": self.certfile,
+            "ssl_keyfile": self.keyfile,
+            "ssl_check_hostname": self.check_hostname,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing helpers: each error names the variable.
+# ---------------------------------------------------------------------------------------
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise SettingsError(name, f"{raw!r} is not a boolean; use true or false")
+
+
+def parse_number(name: str, raw: str, kind: Callable[[str], Any] = float) -> Any:
+    value = raw.strip()
+    if value.lower() in ("none", "null") and kind is not int:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise SettingsError(name, f"{raw!r} is not {what}; set e.g. {name}=10") from None
+
+
+def _parse_json(name: str, raw: str, want: type) -> Any:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(name, f"is not valid JSON ({exc.msg}); quote it as JSON") from None
+    if not isinstance(value, want):
+        raise SettingsError(name, f"must be a JSON {want.__name__}")
+    return value
+
+
+def parse_setting(name: str, setting: str, raw: str) -> Any:
+    """Type a generic Celery setting from its entry in Celery's own settings table."""
+    option = CELERY_OPTIONS[setting]
+    kind = option.type if isinstance(option.type, str) else "any"
+    if kind == "bool":
+        return parse_bool(name, raw)
+    if kind == "int":
+        if raw.strip().lower() in ("none", "null"):
+            return None
+        return parse_number(name, raw, int)
+    if kind == "float":
+        return parse_number(name, raw, float)
+    if kind in ("list", "tuple"):
+        if raw.strip().startswith("["):
+            return _parse_json(name, raw, list)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind == "dict":
+        return _parse_json(name, raw, dict)
+    if kind == "any" and raw.strip()[:1] in ("{", "["):
+        return json.loads(raw)
+    return raw
+
+
+def check_file(name: str, path: str | None) -> None:
+    """Open the file as this process will: a missing or unreadable file is named now."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise SettingsError(
+            name, f"file {path!r} does not exist; point it at the PEM file"
+        ) from None
+    except PermissionError:
+        raise SettingsError(
+            name,
+            f"file {path!r} is not readable by this user (uid {os.getuid()}); fix the owner "
+            "or mode of the file and its folders (keys: 0600, owned by the service user)",
+        ) from None
+    except IsADirectoryError:
+        raise SettingsError(name, f"{path!r} is a folder; point it at the PEM file") from None
+
+
+# ---------------------------------------------------------------------------------------
+# The pieces
+# ---------------------------------------------------------------------------------------
+def _unknown(variable: str) -> SettingsError:
+    suffix = variable[len(PREFIX) :]
+    if suffix in KNOWN_MISTAKES:
+        hint = KNOWN_MISTAKES[suffix]
+        return SettingsError(variable, f"is not a Celery setting; did you mean {hint}?")
+    old = _TO_NEW_KEY.get(variable) or _TO_NEW_KEY.get(suffix)
+    if old:
+        return SettingsError(
+            variable, f"is the old name of {old}; use {PREFIX}{old.upper()} instead"
+        )
+    candidates = [PREFIX + k.upper() for k in CELERY_OPTIONS] + [PREFIX + k for k in FLEET_KEYS]
+    close = difflib.get_close_matches(variable, candidates, n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}?" if close else "see docs/settings.md for the names"
+    return SettingsError(variable, f"is not a Celery setting; {hint}")
+
+
+def _tls(env: Mapping[str, str], prefix: str, url: urls.RedisUrl, inherit: Tls | None) -> Tls:
+    """TLS for one side from ``<prefix>_SSL*``, the URL's ssl_* query and the JSON dict."""
+    side = {
+        "ssl_" + k[len(prefix) + 5 :].lower(): v
+        for k, v in env.items()
+        if k.startswith(prefix + "_SSL_")
+    }
+    use_ssl_var = prefix + "_USE_SSL"
+    if env.get(use_ssl_var):
+        for key, value in _parse_json(use_ssl_var, env[use_ssl_var], dict).items():
+            key = "ssl_" + key.removeprefix("ssl_")
+            side.setdefault(key, str(value))
+    for key, value in url.ssl_query.items():
+        if key in side and side[key] != value:
+            raise SettingsError(
+                f"{prefix}_{key.upper()}",
+                f"conflicts with {key}={value!r} in the URL; keep one of the two",
+            )
+        side[key] = value
+
+    enabled_var = f"{prefix}_SSL"
+    if url.scheme == "rediss":
+        enabled = True
+    elif url.scheme == "sentinel":
+        default = inherit.enabled if inherit else True
+        raw = env.get(enabled_var)
+        enabled = parse_bool(enabled_var, raw) if raw is not None else default
+    else:
+        enabled = False
+    if not enabled:
+        if side and url.scheme in ("redis", "socket"):
+            names = ", ".join(sorted(f"{prefix}_{k.upper()}" for k in side))
+            raise SettingsError(
+                names.split(", ")[0],
+                f"TLS options ({names}) with a plaintext {url.scheme}:// URL; use rediss:// "
+                "(or sentinel:// with TLS), or remove them",
+            )
+        return Tls(enabled=False)
+
+    if inherit is not None and inherit.enabled and not side:
+        return inherit  # one set of certificates for both sides, checked once
+    base = Tls(enabled=True)
+    raw_reqs = side.pop("ssl_cert_reqs", None)
+    if raw_reqs is not None:
+        reqs = raw_reqs.strip().lower().removeprefix("ssl.").removeprefix("cert_")
+        if reqs not in CERT_REQS:
+            raise SettingsError(
+                f"{prefix}_SSL_CERT_REQS",
+                f"{raw_reqs!r} is not a certificate requirement; use required (default), "
+                "or optional/none only if you accept man-in-the-middle attacks",
+            )
+        base = replace(base, cert_reqs=reqs)
+    raw_check = side.pop("ssl_check_hostname", None)
+    fields = {k.removeprefix("ssl_"): v for k, v in side.items()}
+    unknown = set(fields) - {"ca_certs", "certfile", "keyfile"}
+    if unknown:
+        bad = f"{prefix}_SSL_{sorted(unknown)[0].upper()}"
+        raise SettingsError(
+            bad,
+            "is not a TLS option; use _CA_CERTS, _CERTFILE, _KEYFILE, "
+            "_CERT_REQS or _CHECK_HOSTNAME",
+        )
+    tls = replace(
+        base,
+        ca_certs=fields.get("ca_certs", base.ca_certs),
+        certfile=fields.get("certfile", base.certfile),
+        keyfile=fields.get("keyfile", base.keyfile),
+    )
+    if raw_check is not None:
+        tls = replace(tls, check_hostname=parse_bool(f"{prefix}_SSL_CHECK_HOSTNAME", raw_check))
+    if tls.cert_reqs == "none":
+        if raw_check is not None and tls.check_hostname:
+            raise SettingsError(
+                f"{prefix}_SSL_CHECK_HOSTNAME",
+                "hostname checking needs certificate verification; drop CERT_REQS=none",
+            )
+        tls = replace(tls, check_hostname=False)
+    if tls.cert_reqs != "required":
+        log.warning(
+            "%s_SSL_CERT_REQS=%s: the server certificate is %s, so anyone on the path can "
+            "impersonate Redis and read every task and result (man-in-the-middle). Use "
+            "required with %s_SSL_CA_CERTS unless you accept that risk.",
+            prefix,
+            tls.cert_reqs,
+            "not verified" if tls.cert_reqs == "none" else "verified only if presented",
+            prefix,
+        )
+    if tls.keyfile and not tls.certfile:
+        raise SettingsError(
+            f"{prefix}_SSL_KEYFILE",
+            f"a client key without a certificate; set {prefix}_SSL_CERTFILE too",
+        )
+    for attr in ("ca_certs", "certfile", "keyfile"):
+        check_file(f"{prefix}_SSL_{attr.upper()}", getattr(tls, attr))
+    return tls
+
+
+def _sentinel_options(
+    env: Mapping[str, str], url: urls.RedisUrl, variable: str, tls: Tls
+) -> dict[str, Any]:
+    """``master_name``, ``min_other_sentinels`` and ``sentinel_kwargs`` for one side."""
+    master = env.get(PREFIX + "SENTINEL_MASTER_NAME", "").strip()
+    if not master:
+        raise SettingsError(
+            f"{PREFIX}SENTINEL_MASTER_NAME",
+            f"{variable} is a sentinel:// URL but no master name is set; set "
+            f"{PREFIX}SENTINEL_MASTER_NAME to the name in 'sentinel monitor NAME ...'",
+        )
+    timeout_var = PREFIX + "SENTINEL_SOCKET_TIMEOUT"
+    timeout = parse_number(timeout_var, env.get(timeout_var, "1.0"))
+    if timeout is not None and timeout < 0.5:
+        log.warning(
+            "%s=%s: below 0.5 s a TLS handshake to a busy Sentinel can time out and look "
+            "like a dead Sentinel; 1.0 is a safer value",
+            timeout_var,
+            timeout,
+        )
+    ssl_var = PREFIX + "SENTINEL_SSL"
+    sentinel_tls = parse_bool(ssl_var, env[ssl_var]) if ssl_var in env else tls.enabled
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if env.get(PREFIX + "SENTINEL_USERNAME"):
+        kwargs["username"] = env[PREFIX + "SENTINEL_USERNAME"]
+    if env.get(PREFIX + "SENTINEL_PASSWORD"):
+        kwargs["password"] = env[PREFIX + "SENTINEL_PASSWORD"]
+    if sentinel_tls:
+        # Without ssl=True here redis-py talks plaintext to the Sentinels (celery#8016).
+        kwargs["ssl"] = True
+        kwargs.update(tls.redis_kwargs() if tls.enabled else Tls(enabled=True).redis_kwargs())
+    min_var = PREFIX + "SENTINEL_MIN_OTHER_SENTINELS"
+    minimum = parse_number(min_var, env.get(min_var, "0"), int)
+    if minimum >= len(url.endpoints):
+        raise SettingsError(
+            min_var,
+            f"{minimum} other Sentinels can never be seen with "
+            f"{len(url.endpoints)} listed in {variable}; lower it",
+        )
+    return {"master_name": master, "min_other_sentinels": minimum, "sentinel_kwargs": kwargs}
+
+
+def _queues(name: str, raw: str) -> tuple[Queue, ...]:
+    names = [q.strip() for q in raw.split(",") if q.strip()]
+    if not names or any(":" in q or " " in q for q in names):
+        raise SettingsError(name, "must be queue names separated by commas: default,critical")
+    return tuple(Queue(q, routing_key=q) for q in names)  # type: ignore[no-untyped-call]
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------
+def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return Celery settings (lowercase names) for the environment ``env``."""
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, Any] = dict(PRODUCTION_DEFAULTS)
+    for variable, value in sorted(env.items()):
+        if not variable.startswith(PREFIX) or variable.startswith("CELERY_FLEET_"):
+            continue
+        suffix = variable[len(PREFIX) :]
+        if suffix in FLEET_KEYS or suffix in NOT_SETTINGS:
+            continue
+        setting = suffix.lower()
+        if setting in ("broker_use_ssl", "redis_backend_use_ssl"):
+            continue  # folded into the TLS options below
+        if setting not in CELERY_OPTIONS:
+            raise _unknown(variable)
+        raw[setting] = value if setting in RAW_STRINGS else parse_setting(variable, setting, value)
+
+    broker_var = PREFIX + "BROKER_URL"
+    if not env.get(broker_var, "").strip():
+        raise SettingsError(
+            broker_var,
+            "is not set; set it to rediss://user:pass@host:6379/0 "
+            "or sentinel://h1:26379;sentinel://h2:26379",
+        )
+    settings: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("broker_url",)}
+    settings["task_queues"] = _queues(PREFIX + "TASK_QUEUES", str(raw["task_queues"]))
+
+    broker = _parse_url(env[broker_var], broker_var)
+    broker_tls = _tls(env, PREFIX + "BROKER", broker, None)
+    settings["broker_url"] = broker.render()
+    # Always explicit: for rediss:// with no options Kombu silently uses CERT_NONE.
+    settings["broker_use_ssl"] = broker_tls.redis_kwargs() if broker_tls.enabled else False
+    vt_var = PREFIX + "VISIBILITY_TIMEOUT"
+    visibility = parse_number(vt_var, env.get(vt_var, "3600"), int)
+    transport: dict[str, Any] = {
+        "visibility_timeout": visibility,
+        "socket_timeout": raw["redis_socket_timeout"],
+        "socket_connect_timeout": raw["redis_socket_connect_timeout"],
+        "retry_on_timeout": raw["redis_retry_on_timeout"],
+        "socket_keepalive": raw["redis_socket_keepalive"],
+        "health_check_interval": raw["redis_backend_health_check_interval"],
+    }
+    if raw.get("redis_max_connections"):
+        transport["max_connections"] = raw["redis_max_connections"]
+    if broker.scheme == "sentinel":
+        transport.update(_sentinel_options(env, broker, broker_var, broker_tls))
+    transport.update(raw.get("broker_transport_options") or {})
+    settings["broker_transport_options"] = transport
+
+    backend_var = PREFIX + "RESULT_BACKEND"
+    backend_raw = env.get(backend_var)
+    if backend_raw is None:
+        backend = _parse_url(env[broker_var], broker_var)
+        backend.db += 1
+    elif backend_raw.strip().lower() in ("", "disabled", "none"):
+        backend = None
+    else:
+        backend = _parse_url(backend_raw, backend_var)
+    if backend is None:
+        settings["result_backend"] = None
+        settings["task_ignore_result"] = raw.get("task_ignore_result", True)
+        settings["task_track_started"] = False
+        settings.pop("redis_backend_use_ssl", None)
+    else:
+        backend_tls = _tls(env, PREFIX + "REDIS_BACKEND", backend, broker_tls)
+        settings["result_backend"] = backend.render()
+        if backend_tls.enabled:
+            settings["redis_backend_use_ssl"] = backend_tls.redis_kwargs()
+        options = dict(raw.get("result_backend_transport_options") or {})
+        if backend.scheme == "sentinel":
+            options = {**_sentinel_options(env, backend, backend_var, backend_tls), **options}
+        settings["result_backend_transport_options"] = options
+
+    _check_timeouts(settings, visibility)
+    return settings
+
+
+def _parse_url(value: str, variable: str) -> urls.RedisUrl:
+    try:
+        url = urls.parse(value, variable=variable)
+    except urls.UrlError as exc:
+        raise SettingsError(variable, str(exc)) from None
+    if value.strip().lower().startswith(("socket://", "unix://")) and "BACKEND" in variable:
+        log.warning(
+            "%s: Celery has no 'socket' result backend (it says 'Unknown result backend'); "
+            "celery-fleet hands Celery %s. Use that form if you configure Celery yourself.",
+            variable,
+            url.render(masked=True),
+        )
+    return url
+
+
+def _check_timeouts(settings: Mapping[str, Any], visibility: int) -> None:
+    hard = settings.get("task_time_limit")
+    if hard is None:
+        log.warning(
+            "%sTASK_TIME_LIMIT is unset: a task running longer than the visibility timeout "
+            "(%s s) is delivered again while it still runs; set a time limit below it",
+            PREFIX,
+            visibility,
+        )
+    elif visibility <= hard:
+        log.warning(
+            "%sVISIBILITY_TIMEOUT=%s is not above %sTASK_TIME_LIMIT=%s: Redis redelivers a "
+            "task that is still running after %s s, so long tasks run twice. Raise "
+            "%sVISIBILITY_TIMEOUT above the longest task.",
+            PREFIX,
+            visibility,
+            PREFIX,
+            hard,
+            visibility,
+            PREFIX,
+        )
+    soft = settings.get("task_soft_time_limit")
+    if soft is not None and hard is not None and soft >= hard:
+        raise SettingsError(
+            PREFIX + "TASK_SOFT_TIME_LIMIT",
+            f"{soft} is not below {PREFIX}TASK_TIME_LIMIT={hard}; the soft limit must come "
+            "first so that tasks can clean up",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Presentation: masked JSON for people, CELERY_* names for Django.
+# ---------------------------------------------------------------------------------------
+SECRET_WORDS = ("password", "secret", "token")
+
+
+def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy that is safe to print: no password, JSON-friendly values."""
+
+    def clean(key: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: clean(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(key, v) for v in value]
+        if isinstance(value, Queue):
+            return value.name
+        if isinstance(value, ssl.VerifyMode):
+            return value.name
+        if value is not None and any(word in key.lower() for word in SECRET_WORDS):
+            return urls.MASK
+        if isinstance(value, str) and "://" in value:
+            return urls.mask(value)
+        return value
+
+    return {k: clean(k, v) for k, v in settings.items()}
+
+
+def django_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The same settings as ``CELERY_<NAME>`` names, for a Django settings.py."""
+    return {PREFIX + k.upper(): v for k, v in load(env).items()}

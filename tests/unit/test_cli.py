@@ -1,0 +1,120 @@
+"""`celery-fleet settings` on the seeds' configurations, run as the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SEEDS = Path(__file__).parent / "seeds"
+
+
+def run(env_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "celery_fleet.cli", "settings", "--env-file", str(env_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def seed(tmp_path: Path, pem: dict[str, str]):  # type: ignore[no-untyped-def]
+    def materialise(name: str) -> Path:
+        text = (SEEDS / name).read_text()
+        text = text.replace("@CA@", pem["ca_crt"]).replace("@CERT@", pem["client_crt"])
+        path = tmp_path / name
+        path.write_text(text.replace("@KEY@", pem["client_key"]))
+        return path
+
+    return materialise
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "000-tcp.env",
+        "000-rediss-query.env",
+        "000-rediss-dict.env",
+        "001-render-fixed.env",
+        "001-local.env",
+    ],
+)
+def test_seed_configurations_resolve_cleanly(name: str, seed) -> None:  # type: ignore[no-untyped-def]
+    result = run(seed(name))
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["broker_url"].startswith(("redis://", "rediss://"))
+    assert "password@" not in result.stdout  # masked
+    if settings["broker_url"].startswith("rediss://"):
+        assert settings["broker_use_ssl"]["ssl_cert_reqs"] == "CERT_REQUIRED"
+        assert settings["redis_backend_use_ssl"]["ssl_cert_reqs"] == "CERT_REQUIRED"
+    assert "WARNING" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "warning"),
+    [
+        ("000-socket.env", "Unknown result backend"),
+        ("000-sentinel.env", "below 0.5 s"),
+    ],
+)
+def test_seed_configurations_that_work_with_a_warning(name: str, warning: str, seed) -> None:  # type: ignore[no-untyped-def]
+    result = run(seed(name))
+    assert result.returncode == 0, result.stderr
+    assert warning in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("001-render.env", ["CELERY_RESULT_BACKEND_USE_SSL", "CELERY_REDIS_BACKEND_USE_SSL"]),
+        ("002-config.env", ["CELERY_TASK_SEND_SENT_SIGNAL", "CELERY_TASK_SEND_SENT_EVENT"]),
+        ("002-sentinel.env", ["CELERY_SENTINEL_MASTER_NAME"]),
+    ],
+)
+def test_seed_mistakes_exit_2_with_one_paragraph(name: str, words: list[str], seed) -> None:  # type: ignore[no-untyped-def]
+    result = run(seed(name))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert "\n\n" not in result.stderr.strip()
+    for word in words:
+        assert word in result.stderr
+
+
+def test_seed_001_without_the_bogus_name_still_warns_about_cert_none(seed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = seed("001-render.env")
+    lines = [ln for ln in path.read_text().splitlines() if "RESULT_BACKEND_USE_SSL" not in ln]
+    path.write_text("\n".join(lines))
+    result = run(path)
+    assert result.returncode == 0
+    assert "man-in-the-middle" in result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["broker_use_ssl"]["ssl_cert_reqs"] == "CERT_NONE"
+
+
+def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"CELERY_BROKER_URL": "rediss://:hunter2@h:6379/0", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "celery_fleet.cli", "settings"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert json.loads(result.stdout)["broker_url"] == "rediss://:***@h:6379/0"
+
+
+def test_unreadable_env_file_exits_2(tmp_path: Path) -> None:
+    result = run(tmp_path / "missing.env")
+    assert result.returncode == 2
+    assert "cannot read env file" in result.stderr
