@@ -4,16 +4,18 @@
 
 Importing this module reads ``os.environ`` once (see docs/settings.md) and fails with a
 ``SettingsError`` naming the variable when the environment is wrong. It also warns, at
-publish time, about ETAs beyond the visibility timeout (see ``guards``).
+publish time, about ETAs beyond the visibility timeout (see ``guards``), and makes beat
+keep a liveness key in the broker (see ``beat``). Only Celery settings are public names
+here: Celery reads every public attribute of this module as configuration.
 """
 
-from __future__ import annotations
+import typing as _typing
 
-from typing import Any
+from celery_fleet import beat as _beat
+from celery_fleet import guards as _guards
+from celery_fleet.settings import load as _load
 
-from celery_fleet import guards
-from celery_fleet.settings import load
-
-_settings: dict[str, Any] = load()
+_settings: dict[str, _typing.Any] = _load()
 globals().update(_settings)
-guards.install(_settings)
+_guards.install(_settings)
+_beat.install()

@@ -1,0 +1,57 @@
+"""A liveness key for celery beat, so that "exactly one beat" can be checked from outside.
+
+Beat answers no ``inspect ping``. When it runs with ``celery_fleet.celeryconfig``, a daemon
+thread keeps ``celery-fleet:beat:<hostname>`` alive in the broker (TTL 60 s, refreshed every
+20 s). ``celery-fleet doctor`` counts these keys: none means no beat, two mean every
+periodic task runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery.signals import beat_init
+
+KEY_PREFIX = "celery-fleet:beat:"
+TTL = 60
+INTERVAL = 20.0
+
+log = logging.getLogger("celery_fleet.beat")
+
+
+def key(hostname: str | None = None) -> str:
+    return KEY_PREFIX + (hostname or socket.gethostname())
+
+
+def _beat(app: Any, stop: threading.Event) -> None:
+    name = key()
+    while not stop.is_set():
+        try:
+            with app.connection_for_write() as conn:
+                client = conn.default_channel.client
+                value = {"pid": os.getpid(), "at": time.time()}
+                client.set(name, json.dumps(value), ex=TTL)
+        except Exception as exc:  # a failover must not stop the heartbeat for good
+            log.warning("beat liveness key %s not written (%s); retrying", name, exc)
+        stop.wait(INTERVAL)
+
+
+def _on_beat_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_beat, args=(app, stop), name="celery-fleet-beat-liveness", daemon=True
+    )
+    thread.start()
+
+
+def install() -> None:
+    beat_init.connect(_on_beat_init, weak=False, dispatch_uid="celery_fleet.beat")
