@@ -1,0 +1,19 @@
+# Molecule scenarios for the pki, redis and redis_sentinel roles (systemd containers).
+# Docker objects are prefixed cf-mol-; the node image is built here, idempotently.
+MOLECULE_IMAGE ?= celery-fleet/molecule-node:bookworm
+MOLECULE := cd $(CURDIR) && $(BIN)/molecule -c molecule/base.yml
+
+.PHONY: molecule-image test-molecule test-molecule-default test-molecule-ha
+
+molecule-image: ## Build the systemd node image for molecule (FROM debian:bookworm-slim)
+	docker build -q -t $(MOLECULE_IMAGE) -f molecule/Dockerfile molecule >/dev/null
+
+test-molecule-default: setup molecule-image ## Molecule: one TLS-only Redis node (create, converge, idempotence, verify, destroy)
+	$(MOLECULE) test -s default
+
+test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sentinels, failover and re-converge
+	$(MOLECULE) test -s ha
+
+test-molecule: test-molecule-default test-molecule-ha ## Both molecule scenarios
+
+TEST_TARGETS += test-molecule

@@ -1,0 +1,178 @@
+"""One TLS-only Redis node: what must be true, checked against the running container."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import fleet
+import pytest
+import redis
+
+NODE = "cf-mol-default-redis-1"
+
+
+def test_only_the_tls_port_listens(host) -> None:
+    ports = {
+        int(s.split(":")[-1])
+        for s in host.socket.get_listening_sockets()
+        if s.startswith("tcp") and "127.0.0.11" not in s  # Docker's embedded DNS
+    }
+    assert ports == {6379}
+
+
+def test_secrets_are_private_files(host) -> None:
+    for path in ["/etc/redis/redis.conf", "/etc/redis/users.acl", "/etc/redis/tls/server.key"]:
+        f = host.file(path)
+        assert f.user == "redis"
+        assert f.mode == 0o600, path
+    acl = host.file("/etc/redis/users.acl").content_string
+    for password in fleet.passwords():
+        assert password not in acl  # SHA-256 hashes only
+
+
+def test_config_has_the_broker_settings(host) -> None:
+    conf = host.file("/etc/redis/redis.conf").content_string
+    for line in ["port 0", "tls-port 6379", "tls-replication yes", "tls-auth-clients yes",
+                 'tls-protocols "TLSv1.2 TLSv1.3"', "maxmemory-policy noeviction",
+                 "appendonly yes", "appendfsync everysec", "aclfile /etc/redis/users.acl"]:
+        assert f"\n{line}\n" in conf, line
+    assert "\nrequirepass" not in conf
+
+
+def test_service_runs_sandboxed(host) -> None:
+    svc = host.service("redis-server")
+    assert svc.is_running and svc.is_enabled
+    props = svc.systemd_properties
+    assert props["ProtectSystem"] == "strict"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["PrivateUsers"] == "no"  # switched off for containers only
+    assert "/etc/redis/redis.conf" in props["ExecStart"]
+
+
+def test_validator_rejects_a_broken_config(host) -> None:
+    host.run_test("cp /etc/redis/redis.conf /tmp/broken.conf && echo 'maxmemory-policy sometimes' >> /tmp/broken.conf")
+    assert host.run("/usr/local/sbin/redis-check-config /tmp/broken.conf").rc != 0
+    assert host.run("/usr/local/sbin/redis-check-config /etc/redis/redis.conf").rc == 0
+
+
+def test_plaintext_is_refused() -> None:
+    with pytest.raises(redis.ConnectionError):
+        fleet.client(NODE, tls=False, username="celery", password=fleet.group_vars()["redis_app_password"]).ping()
+
+
+def test_a_client_without_certificate_is_refused() -> None:
+    with pytest.raises(redis.ConnectionError):
+        fleet.client(NODE, cert=None, username="celery", password=fleet.group_vars()["redis_app_password"]).ping()
+
+
+def test_a_server_from_another_ca_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(redis.ConnectionError) as err:
+        fleet.client(NODE, ca=fleet.other_ca(tmp_path), username="celery",
+                     password=fleet.group_vars()["redis_app_password"]).ping()
+    assert "certificate verify failed" in str(err.value)
+
+
+def test_the_certificate_matches_the_ip_clients_use() -> None:
+    assert fleet.app(NODE).ping()  # ssl_check_hostname=True against the IP
+
+
+def test_tls_below_1_2_is_refused() -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(fleet.ca_file())
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    import socket
+
+    with socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw, pytest.raises(ssl.SSLError):
+        ctx.wrap_socket(raw, server_hostname=fleet.address(NODE))
+
+
+def test_the_default_user_is_refused() -> None:
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(NODE).ping()
+    with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
+        fleet.client(NODE, username="default", password="").ping()
+
+
+def test_a_wrong_password_is_refused() -> None:
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(NODE, username="celery", password="wrong-password-123456").ping()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("CONFIG", "GET", "maxmemory"), ("FLUSHALL",), ("SHUTDOWN", "NOSAVE"), ("ACL", "LIST"),
+     ("ACL", "SETUSER", "x"), ("MONITOR",), ("DEBUG", "SLEEP", "0"), ("KEYS", "*")],
+)
+def test_the_app_user_cannot_run_dangerous_commands(command: tuple[str, ...]) -> None:
+    verdict = fleet.admin(NODE).execute_command("ACL", "DRYRUN", "celery", *command)
+    assert b"no permissions" in verdict, verdict
+    with pytest.raises(redis.ResponseError):  # NOPERM (DEBUG is also off for everyone)
+        fleet.app(NODE).execute_command(*command)
+
+
+def test_the_app_user_can_do_celery_work() -> None:
+    r = fleet.app(NODE)
+    r.delete("mol:queue")
+    r.lpush("mol:queue", "task-1")
+    assert r.brpop(["mol:queue"], timeout=1) == (b"mol:queue", b"task-1")
+    assert r.publish("mol:events", "hello") == 0
+    assert r.eval("return redis.call('INCR', KEYS[1])", 1, "mol:counter") >= 1
+    with r.pipeline() as pipe:
+        pipe.multi()
+        pipe.set("mol:key", "v")
+        pipe.expire("mol:key", 60)
+        assert pipe.execute() == [True, True]
+
+
+def test_the_monitor_user_is_read_only() -> None:
+    gv = fleet.group_vars()
+    mon = fleet.client(NODE, username=gv.get("redis_monitor_user", "monitor"), password=gv["redis_monitor_password"])
+    assert "redis_version" in mon.info()
+    mon.llen("mol:queue")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        mon.set("mol:key", "x")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        mon.flushall()
+
+
+def test_preflight_refuses_bad_input_before_any_change() -> None:
+    for extra, variable in [
+        (["-e", "redis_app_password=CHANGE_ME-app-0000000000"], "redis_app_password"),
+        (["-e", "redis_maxmemory_policy=allkeys-lru"], "redis_maxmemory_policy"),
+    ]:
+        result = fleet.converge([*extra, "--tags", "pki_preflight,redis_preflight,redis_configure"])
+        assert result.returncode != 0, result.stdout[-2000:]
+        assert f"{variable} " in result.stdout + result.stderr
+        assert fleet.recap(result.stdout)[NODE]["changed"] == 0
+
+
+def test_renewed_certificates_are_loaded_without_dropping_clients() -> None:
+    before = fleet.app(NODE)
+    before.ping()
+    old = fleet.admin(NODE).connection_pool.get_connection()
+    old.connect()
+    serial_before = _server_serial()
+    result = fleet.converge(["-e", "pki_force_renew=true", "--tags", "pki,redis_service"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    for password in fleet.passwords():  # a converge that changes things prints no secret
+        assert password not in result.stdout + result.stderr
+    assert _server_serial() != serial_before  # the new certificate is served ...
+    old.send_command("PING")
+    assert old.read_response() in (b"PONG", "PONG", True)  # ... and the old connection lives on
+
+
+def _server_serial() -> int:
+    import socket
+
+    ctx = ssl.create_default_context(cafile=fleet.ca_file())
+    certfile, keyfile = fleet.client_cert()
+    ctx.load_cert_chain(certfile, keyfile)
+    with socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=fleet.address(NODE)) as tls:
+        der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number

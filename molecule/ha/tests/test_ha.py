@@ -1,0 +1,144 @@
+"""Three nodes: primary + two replicas over TLS, three Sentinels. The tests run in file order:
+static checks first, then a real failover (docker stop), the old primary's return, and a
+converge after the failover that must change nothing and keep the new primary."""
+
+from __future__ import annotations
+
+import fleet
+import pytest
+import redis
+
+NODES = fleet.hosts_in("redis")
+MASTER = fleet.group_vars().get("redis_master_name", "fleet")
+BOOTSTRAP_PRIMARY = NODES[0]
+
+
+def role(node: str) -> str:
+    return str(fleet.admin(node).info("replication")["role"])
+
+
+def primaries_seen() -> dict[str, str | None]:
+    """What each reachable Sentinel says the primary is (None when it cannot be asked)."""
+    seen: dict[str, str | None] = {}
+    for node in NODES:
+        try:
+            addr = fleet.sentinel(node).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+            seen[node] = addr[0].decode() if addr else None
+        except redis.RedisError:
+            seen[node] = None
+    return seen
+
+
+def node_of(address: str) -> str:
+    return next(n for n in NODES if fleet.address(n) == address)
+
+
+def test_each_node_listens_on_the_tls_ports_only(host) -> None:
+    ports = {
+        int(s.split(":")[-1])
+        for s in host.socket.get_listening_sockets()
+        if s.startswith("tcp") and "127.0.0.11" not in s
+    }
+    assert ports == {6379, 26379}
+
+
+def test_sentinel_config_is_private_and_writable_by_sentinel(host) -> None:
+    f = host.file("/etc/redis/sentinel.conf")
+    assert (f.user, f.mode) == ("redis", 0o600)
+    assert host.file("/etc/redis").user == "redis"
+    assert host.service("redis-sentinel").is_running
+
+
+def test_the_bootstrap_primary_replicates_to_both_replicas_over_tls() -> None:
+    primary = fleet.admin(BOOTSTRAP_PRIMARY)
+    info = primary.info("replication")
+    assert info["role"] == "master"
+    assert info["connected_slaves"] == 2
+    for node in NODES[1:]:
+        replica = fleet.admin(node)
+        rinfo = replica.info("replication")
+        assert rinfo["role"] == "slave"
+        assert rinfo["master_host"] == fleet.address(BOOTSTRAP_PRIMARY)
+        assert rinfo["master_link_status"] == "up"
+        assert replica.config_get("tls-replication")["tls-replication"] == "yes"
+        assert replica.config_get("port")["port"] == "0"  # no plaintext path exists
+    fleet.app(BOOTSTRAP_PRIMARY).set("mol:ha:probe", "42")
+    assert primary.wait(2, 5000) == 2
+    for node in NODES[1:]:
+        assert fleet.app(node).get("mol:ha:probe") == b"42"
+
+
+def test_replicas_refuse_writes() -> None:
+    with pytest.raises(redis.ReadOnlyError):
+        fleet.app(NODES[1]).set("mol:ha:x", "1")
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_every_sentinel_has_a_quorum(node: str) -> None:
+    answer = fleet.sentinel(node).execute_command("SENTINEL", "CKQUORUM", MASTER)
+    assert answer.startswith(b"OK 3 usable Sentinels"), answer
+
+
+def test_all_sentinels_agree_on_the_bootstrap_primary() -> None:
+    assert set(primaries_seen().values()) == {fleet.address(BOOTSTRAP_PRIMARY)}
+
+
+def test_sentinels_refuse_plaintext_and_wrong_passwords() -> None:
+    node = NODES[0]
+    with pytest.raises(redis.ConnectionError):
+        fleet.client(node, 26379, tls=False, password=fleet.group_vars()["redis_sentinel_password"]).ping()
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(node, 26379, password="wrong-password-123456").ping()
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(node, 26379).ping()
+
+
+def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
+    old = BOOTSTRAP_PRIMARY
+    fleet.app(old).set("mol:ha:before-failover", "kept")
+    fleet.admin(old).wait(2, 5000)
+    fleet.docker("stop", "--time", "10", old)
+    try:
+        seen = fleet.wait_for(
+            lambda: (lambda s: s if len({s[n] for n in NODES[1:]}) == 1
+                     and s[NODES[1]] not in (None, fleet.address(old)) else None)(primaries_seen()),
+            60, "the two remaining Sentinels to agree on a new primary",
+        )
+        new = node_of(str(seen[NODES[1]]))
+        assert new in NODES[1:]
+        fleet.wait_for(lambda: role(new) == "master", 30, f"{new} to act as primary")
+        assert fleet.app(new).get("mol:ha:before-failover") == b"kept"  # no write lost
+        fleet.app(new).set("mol:ha:after-failover", "yes")
+    finally:
+        fleet.docker("start", old)
+    fleet.wait_for(
+        lambda: (lambda i: i["role"] == "slave" and i["master_host"] == fleet.address(new)
+                 and i["master_link_status"] == "up")(fleet.admin(old).info("replication")),
+        90, f"the old primary {old} to rejoin as a replica of {new}",
+    )
+    fleet.wait_for(lambda: set(primaries_seen().values()) == {fleet.address(new)}, 60,
+                   "all three Sentinels (the restarted one too) to agree on the new primary")
+    fleet.wait_for(lambda: fleet.app(old).get("mol:ha:after-failover") == b"yes", 30,
+                   "the old primary to receive writes made after the failover")
+    for node in NODES:
+        fleet.wait_for(
+            lambda node=node: fleet.sentinel(node).execute_command("SENTINEL", "CKQUORUM", MASTER).startswith(b"OK 3"),
+            60, f"CKQUORUM OK on {node} after the failover",
+        )
+
+
+def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary() -> None:
+    before = primaries_seen()
+    assert len(set(before.values())) == 1
+    new_address = next(iter(before.values()))
+    assert new_address != fleet.address(BOOTSTRAP_PRIMARY)
+    result = fleet.converge()
+    assert result.returncode == 0, result.stdout[-4000:]
+    recap = fleet.recap(result.stdout)
+    assert set(recap) == set(NODES)
+    assert all(counts["changed"] == 0 for counts in recap.values()), recap
+    for password in fleet.passwords():
+        assert password not in result.stdout + result.stderr
+    assert set(primaries_seen().values()) == {new_address}
+    assert role(node_of(str(new_address))) == "master"
+    assert role(BOOTSTRAP_PRIMARY) == "slave"

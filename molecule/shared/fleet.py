@@ -1,0 +1,196 @@
+"""Helpers for the molecule verifiers: inventory data, TLS clients from the controller,
+re-running the converge playbook. Real servers only; nothing here is mocked."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+MOLECULE_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = MOLECULE_DIR.parent
+
+
+def scenario_name() -> str:
+    return os.environ.get("MOLECULE_SCENARIO_NAME", "default")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    with path.open() as stream:
+        data = yaml.safe_load(stream) or {}
+    assert isinstance(data, dict)
+    return data
+
+
+def group_vars() -> dict[str, Any]:
+    base = _load(MOLECULE_DIR / "base.yml")
+    scenario = _load(MOLECULE_DIR / scenario_name() / "molecule.yml")
+    merged: dict[str, Any] = dict(base["provisioner"]["inventory"]["group_vars"]["all"])
+    merged.update(scenario.get("provisioner", {}).get("inventory", {}).get("group_vars", {}).get("all", {}))
+    return merged
+
+
+def host_vars() -> dict[str, dict[str, Any]]:
+    scenario = _load(MOLECULE_DIR / scenario_name() / "molecule.yml")
+    hv = scenario.get("provisioner", {}).get("inventory", {}).get("host_vars", {})
+    assert isinstance(hv, dict)
+    return hv
+
+
+def platforms() -> list[dict[str, Any]]:
+    scenario = _load(MOLECULE_DIR / scenario_name() / "molecule.yml")
+    result = scenario["platforms"]
+    assert isinstance(result, list)
+    return result
+
+
+def hosts_in(group: str) -> list[str]:
+    return [p["name"] for p in platforms() if group in p.get("groups", [])]
+
+
+def address(host: str) -> str:
+    value = host_vars()[host]["fleet_address"]
+    assert isinstance(value, str)
+    return value
+
+
+def passwords() -> list[str]:
+    return [str(v) for k, v in group_vars().items() if k.endswith("password")]
+
+
+def pki_dir() -> Path:
+    return Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki"
+
+
+def ca_file() -> str:
+    return str(pki_dir() / "ca" / "ca.pem")
+
+
+def client_cert(name: str = "celery") -> tuple[str, str]:
+    return str(pki_dir() / "certs" / f"{name}.pem"), str(pki_dir() / "certs" / f"{name}.key")
+
+
+def client(
+    host: str,
+    port: int = 6379,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    cert: str | None = "celery",
+    ca: str | None = None,
+    tls: bool = True,
+    check_hostname: bool = True,
+) -> redis.Redis:
+    """A redis-py client from the controller to a node's address, TLS with verification."""
+    kwargs: dict[str, Any] = {
+        "host": address(host),
+        "port": port,
+        "username": username,
+        "password": password,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": False,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if tls:
+        kwargs.update(ssl=True, ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=ca or ca_file(), ssl_check_hostname=check_hostname)
+        if cert:
+            certfile, keyfile = client_cert(cert)
+            kwargs.update(ssl_certfile=certfile, ssl_keyfile=keyfile)
+    return redis.Redis(**kwargs)
+
+
+def app(host: str) -> redis.Redis:
+    gv = group_vars()
+    return client(host, username=gv.get("redis_app_user", "celery"), password=gv["redis_app_password"])
+
+
+def admin(host: str) -> redis.Redis:
+    gv = group_vars()
+    return client(host, username=gv.get("redis_admin_user", "admin"), password=gv["redis_admin_password"])
+
+
+def sentinel(host: str) -> redis.Redis:
+    return client(host, 26379, password=group_vars()["redis_sentinel_password"])
+
+
+def other_ca(tmp: Path) -> str:
+    """A CA that signed nothing on the nodes: the server's certificate must fail against it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the fleet CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / "other-ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - the servers are expected to be down for a while
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def converge(extra_args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the scenario's converge playbook again, with molecule's inventory and config."""
+    ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_CONFIG", str(ephemeral / "ansible.cfg"))
+    env["ANSIBLE_ROLES_PATH"] = str(PROJECT_DIR / "roles")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    cmd = [
+        "ansible-playbook",
+        "--inventory",
+        str(ephemeral / "inventory"),
+        str(MOLECULE_DIR / scenario_name() / "converge.yml"),
+        *(extra_args or []),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host."""
+    result: dict[str, dict[str, int]] = {}
+    for line in output.splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+        if match:
+            result[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return result
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=120).stdout
