@@ -1,0 +1,44 @@
+"""The Celery app that the integration tests' workers run.
+
+Deliberately nothing but ``config_from_object("celery_fleet.celeryconfig")``: the worker
+learns everything about Redis from its environment, as a deployed app does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery
+
+app = Celery("fleet_app")
+app.config_from_object("celery_fleet.celeryconfig")
+
+
+@app.task(name="fleet.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="fleet.echo")
+def echo(value: Any) -> Any:
+    return value
+
+
+@app.task(name="fleet.sleep")
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="fleet.record")
+def record(token: str, path: str) -> str:
+    """Append ``token`` to ``path``: one line per run, so duplicates and losses can be
+    counted outside Redis (whose writes a failover may lose)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{token}\n".encode())
+    finally:
+        os.close(fd)
+    return token

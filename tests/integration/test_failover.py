@@ -1,0 +1,188 @@
+"""Sentinel failover while tasks flow: no task is lost, results keep being written and read.
+
+Runs are recorded in a file by the task itself (outside Redis, whose last writes a failover
+may drop), so "lost" means "never ran", whatever Redis says. Duplicates are allowed
+(at-least-once: acks late + redelivery) but counted and reported in the test summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from celery.result import AsyncResult
+
+from conftest import MakeClient, StartWorker
+from harness import envs
+from harness.redis_procs import Node, RedisFleet
+
+TASKS = 240
+PUBLISH_EVERY = 0.02  # s: the stream lasts ~5 s, the primary dies after a third of it
+DRAIN_TIMEOUT = 60.0
+# Celery's default publish retry (3 retries, 0.6 s in all) gives up long before Sentinel
+# has elected a new primary (down-after-milliseconds + election): the caller of .delay()
+# gets OperationalError. A deployment must retry for longer than a failover takes.
+PUBLISH_THROUGH_FAILOVER = {
+    "CELERY_TASK_PUBLISH_RETRY_POLICY": (
+        '{"max_retries": 30, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}'
+    )
+}
+
+
+def read_runs(path: Path) -> collections.Counter[str]:
+    if not path.exists():
+        return collections.Counter()
+    return collections.Counter(path.read_text().split())
+
+
+def stream(
+    client_send: Callable[[int], AsyncResult], count: int, at: int, event: Callable[[], None]
+) -> tuple[list[AsyncResult], float]:
+    """Publish ``count`` tasks at a steady pace; call ``event`` before task ``at``.
+    Returns the results and the longest single publish (the stall the client saw)."""
+    results, stall = [], 0.0
+    for i in range(count):
+        if i == at:
+            event()
+        started = time.monotonic()
+        results.append(client_send(i))
+        stall = max(stall, time.monotonic() - started)
+        time.sleep(PUBLISH_EVERY)
+    return results, stall
+
+
+def wait_all_ran(path: Path, tokens: list[str], timeout: float) -> collections.Counter[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = read_runs(path)
+        missing = [t for t in tokens if runs[t] == 0]
+        if not missing or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def sentinel_cluster(fleet: RedisFleet) -> Node:
+    primary = fleet.server("p1")
+    fleet.server("r1", replica_of=primary)
+    fleet.sentinels(primary, down_after_ms=1000)
+    return primary
+
+
+def check_stream(
+    *,
+    fleet: RedisFleet,
+    old: Node,
+    results: list[AsyncResult],
+    runlog: Path,
+    tokens: list[str],
+    record: Callable[[str, object], None],
+    label: str,
+) -> Node:
+    new = fleet.wait_for_failover(old, timeout=30)
+    runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
+    lost = [t for t in tokens if runs[t] == 0]
+    duplicates = {t: n for t, n in runs.items() if n > 1}
+    record(f"{label}: tasks", len(tokens))
+    record(f"{label}: lost", len(lost))
+    record(f"{label}: ran more than once", len(duplicates))
+    assert not lost, f"{len(lost)} of {len(tokens)} tasks never ran: {lost[:10]}"
+    # Every result of the stream can be read back (the backend followed the failover).
+    values = [r.get(timeout=30) for r in results]
+    assert values == tokens
+    return new
+
+
+def after_failover_round(
+    fleet: RedisFleet, new: Node, client_send: Callable[[int], AsyncResult], backend_db: int
+) -> None:
+    """New tasks after the failover: results are written to, and read from, the NEW primary
+    (a backend stuck on the old primary, now a read-only replica, fails here)."""
+    later = [client_send(10_000 + i) for i in range(20)]
+    assert [r.get(timeout=30) for r in later] == [f"t{10_000 + i}" for i in range(20)]
+    admin = fleet.client(new, db=backend_db)
+    missing = [r.id for r in later if not admin.exists(f"celery-task-meta-{r.id}")]
+    assert not missing, f"results not on the new primary {new!r}: {missing[:5]}"
+
+
+@pytest.mark.timeout(180)
+def test_primary_killed_mid_stream_loses_no_task(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    old = sentinel_cluster(redis_fleet)
+    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER}
+    runlog = tmp_path / "runs.log"
+    start_worker(env, pool="prefork", concurrency=2)
+    client = celery_client(env)
+
+    def send(i: int) -> AsyncResult:
+        return client.send_task("fleet.record", args=(f"t{i}", str(runlog)))
+
+    results, stall = stream(send, TASKS, TASKS // 3, lambda: redis_fleet.kill(old))
+    record_property("kill: longest publish stall (s)", round(stall, 2))
+    tokens = [f"t{i}" for i in range(TASKS)]
+    new = check_stream(
+        fleet=redis_fleet,
+        old=old,
+        results=results,
+        runlog=runlog,
+        tokens=tokens,
+        record=record_property,
+        label="kill",
+    )
+    # The old primary comes back, is turned into a replica by the Sentinels, and nothing
+    # keeps writing to it.
+    redis_fleet.restart(old)
+    redis_fleet.wait_for(
+        lambda: redis_fleet.role(old) == "slave", f"{old!r} to rejoin as a replica", timeout=40
+    )
+    after_failover_round(redis_fleet, new, send, backend_db=1)
+
+
+@pytest.mark.timeout(180)
+def test_demoted_primary_is_not_written_to(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """``SENTINEL FAILOVER`` demotes a primary that stays up: every open connection to it
+    now gets READONLY on writes (celery issues 7946, 10119). Workers and the result
+    backend must move to the new primary instead of failing or shutting down."""
+    old = sentinel_cluster(redis_fleet)
+    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER}
+    runlog = tmp_path / "runs.log"
+    worker = start_worker(env, pool="threads", concurrency=4)
+    client = celery_client(env)
+
+    def send(i: int) -> AsyncResult:
+        return client.send_task("fleet.record", args=(f"t{i}", str(runlog)))
+
+    def demote() -> None:
+        sentinel = redis_fleet.client(redis_fleet.sentinel_nodes()[0])
+        sentinel.execute_command("SENTINEL", "FAILOVER", redis_fleet.master_name)
+
+    count = TASKS // 2
+    results, stall = stream(send, count, count // 3, demote)
+    record_property("demote: longest publish stall (s)", round(stall, 2))
+    tokens = [f"t{i}" for i in range(count)]
+    new = check_stream(
+        fleet=redis_fleet,
+        old=old,
+        results=results,
+        runlog=runlog,
+        tokens=tokens,
+        record=record_property,
+        label="demote",
+    )
+    redis_fleet.wait_for(lambda: redis_fleet.role(old) == "slave", f"{old!r} to be a replica")
+    after_failover_round(redis_fleet, new, send, backend_db=1)
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, f"the worker exited:\n{worker.log_tail()}"
