@@ -20,8 +20,10 @@ import contextlib
 import enum
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,6 +129,7 @@ class RedisFleet:
         self.pki = pki
         self.secrets = secrets_ or Secrets()
         self.nodes: list[Node] = []
+        self._scratch: list[Path] = []
         self.master_name = "fleet"
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -156,7 +159,10 @@ class RedisFleet:
         node.folder.mkdir(parents=True, exist_ok=True)
         node.folder.chmod(0o700)
         if listen is Listen.UNIX:
-            node.unixsocket = node.folder / "redis.sock"
+            # sun_path holds 107 bytes: pytest's tmp folders can be longer than that.
+            short = Path(tempfile.mkdtemp(prefix="cf-sock-"))
+            self._scratch.append(short)
+            node.unixsocket = short / "redis.sock"
 
         def write_conf() -> None:
             node.conf.write_text(self._server_conf(node, replica_of, extra))
@@ -254,7 +260,7 @@ class RedisFleet:
 
         def settled() -> bool:
             for node in started:
-                master = self._sentinel_client(node).sentinel_master(self.master_name)
+                master: Any = self._sentinel_client(node).sentinel_master(self.master_name)
                 if int(master["num-other-sentinels"]) < count - 1:
                     return False
                 if int(master["num-slaves"]) < replicas:
@@ -360,6 +366,8 @@ class RedisFleet:
     def close(self) -> None:
         for node in self.nodes:
             self._signal(node, signal.SIGKILL)
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def logs(self, lines: int = 20) -> str:
         """The tail of every node's log, for a failing test's report."""
@@ -443,12 +451,13 @@ class RedisFleet:
 
     def primary(self) -> Node:
         """The data node the (live) Sentinels name as primary; they must agree."""
-        answers = set()
+        answers: set[tuple[str, int]] = set()
         for sentinel in self.sentinel_nodes():
-            host, port = self._sentinel_client(sentinel).sentinel_get_master_addr_by_name(
-                self.master_name
-            )
-            answers.add((host, int(port)))
+            client = self._sentinel_client(sentinel)
+            reply: Any = client.sentinel_get_master_addr_by_name(self.master_name)
+            if not reply:
+                raise LookupError(f"{sentinel!r} knows no primary named {self.master_name}")
+            answers.add((str(reply[0]), int(reply[1])))
         if len(answers) != 1:
             raise AssertionError(f"Sentinels disagree on the primary: {sorted(answers)}")
         return self.by_address(*answers.pop())

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from celery import Celery
 
 from .redis_procs import env_without_secrets
 
@@ -156,3 +158,8 @@ class Worker:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
+
+
+# The shapes of the integration fixtures ``start_worker`` and ``celery_client``.
+StartWorker = Callable[..., Worker]
+MakeClient = Callable[[Mapping[str, str]], Celery]

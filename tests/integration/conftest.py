@@ -3,7 +3,7 @@ both configured only through ``celery_fleet.settings`` from a CELERY_* environme
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,9 @@ import pytest
 from celery import Celery
 
 from celery_fleet.settings import load
-from harness.worker import Worker
+from harness.worker import MakeClient, StartWorker, Worker
 
 HERE = Path(__file__).resolve().parent
-StartWorker = Callable[..., Worker]
-MakeClient = Callable[[Mapping[str, str]], Celery]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

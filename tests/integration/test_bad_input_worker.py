@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import StartWorker
+from harness.worker import StartWorker
 
 NOWHERE = "127.0.0.1:1"  # nothing listens: a worker that got this far would hang retrying
 

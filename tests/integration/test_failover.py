@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from celery.result import AsyncResult
 
-from conftest import MakeClient, StartWorker
 from harness import envs
 from harness.redis_procs import Node, RedisFleet
+from harness.worker import MakeClient, StartWorker
 
 TASKS = 240
 PUBLISH_EVERY = 0.02  # s: the stream lasts ~5 s, the primary dies after a third of it

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pytest
 from kombu.exceptions import OperationalError
 
-from conftest import MakeClient, StartWorker
 from harness import envs
 from harness.redis_procs import RedisFleet
+from harness.worker import MakeClient, StartWorker
 
 CLIENT_LIMIT = 10.0  # s until the client's publish fails
 WORKER_LIMIT = 20.0  # s until the worker's log says why it cannot connect

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import pytest
 from celery import Celery
 
-from conftest import MakeClient, StartWorker
 from harness import envs
 from harness.redis_procs import Auth, Listen, Node, RedisFleet
+from harness.worker import MakeClient, StartWorker
 
 TIMEOUT = 30
 
