@@ -6,11 +6,14 @@ learns everything about Redis from its environment, as a deployed app does.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 from celery import Celery
+
+from celery_fleet.settings import masked
 
 app = Celery("fleet_app")
 app.config_from_object("celery_fleet.celeryconfig")
@@ -42,3 +45,13 @@ def record(token: str, path: str) -> str:
     finally:
         os.close(fd)
     return token
+
+
+@app.task(name="fleet.settings")
+def settings(keys: list[str]) -> dict[str, Any]:
+    """The settings this worker really runs with, masked like ``celery-fleet settings``.
+    Read through ``app.conf`` attributes, so Celery's own overrides (environment
+    variables it reads itself) show."""
+    conf = {key: getattr(app.conf, key) for key in keys}
+    result: dict[str, Any] = json.loads(json.dumps(masked(conf), default=str))
+    return result
