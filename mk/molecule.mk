@@ -1,7 +1,7 @@
 # Molecule scenarios for the pki, redis and redis_sentinel roles (systemd containers).
 # Docker objects are prefixed cf-mol-; the node image is built here, idempotently.
 MOLECULE_IMAGE ?= celery-fleet/molecule-node:bookworm
-MOLECULE := cd $(CURDIR) && $(BIN)/molecule -c molecule/base.yml
+MOLECULE := cd $(CURDIR) && NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 $(BIN)/molecule -c molecule/base.yml
 
 .PHONY: molecule-image test-molecule test-molecule-default test-molecule-ha
 

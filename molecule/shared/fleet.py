@@ -41,7 +41,9 @@ def group_vars() -> dict[str, Any]:
     base = _load(MOLECULE_DIR / "base.yml")
     scenario = _load(MOLECULE_DIR / scenario_name() / "molecule.yml")
     merged: dict[str, Any] = dict(base["provisioner"]["inventory"]["group_vars"]["all"])
-    merged.update(scenario.get("provisioner", {}).get("inventory", {}).get("group_vars", {}).get("all", {}))
+    merged.update(
+        scenario.get("provisioner", {}).get("inventory", {}).get("group_vars", {}).get("all", {})
+    )
     return merged
 
 
@@ -108,7 +110,12 @@ def client(
         "retry": Retry(NoBackoff(), 0),
     }
     if tls:
-        kwargs.update(ssl=True, ssl_cert_reqs=ssl.CERT_REQUIRED, ssl_ca_certs=ca or ca_file(), ssl_check_hostname=check_hostname)
+        kwargs.update(
+            ssl=True,
+            ssl_cert_reqs=ssl.CERT_REQUIRED,
+            ssl_ca_certs=ca or ca_file(),
+            ssl_check_hostname=check_hostname,
+        )
         if cert:
             certfile, keyfile = client_cert(cert)
             kwargs.update(ssl_certfile=certfile, ssl_keyfile=keyfile)
@@ -117,12 +124,16 @@ def client(
 
 def app(host: str) -> redis.Redis:
     gv = group_vars()
-    return client(host, username=gv.get("redis_app_user", "celery"), password=gv["redis_app_password"])
+    return client(
+        host, username=gv.get("redis_app_user", "celery"), password=gv["redis_app_password"]
+    )
 
 
 def admin(host: str) -> redis.Redis:
     gv = group_vars()
-    return client(host, username=gv.get("redis_admin_user", "admin"), password=gv["redis_admin_password"])
+    return client(
+        host, username=gv.get("redis_admin_user", "admin"), password=gv["redis_admin_password"]
+    )
 
 
 def sentinel(host: str) -> redis.Redis:
@@ -158,7 +169,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
             last = check()
             if last:
                 return last
-        except Exception as exc:  # noqa: BLE001 - the servers are expected to be down for a while
+        except Exception as exc:  # the servers are expected to be down for a while
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
@@ -188,9 +199,13 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for line in output.splitlines():
         match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
         if match:
-            result[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+            result[match.group(1)] = {
+                k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))
+            }
     return result
 
 
 def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=120).stdout
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True, timeout=120
+    ).stdout

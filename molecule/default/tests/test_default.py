@@ -10,6 +10,7 @@ import pytest
 import redis
 
 NODE = "cf-mol-default-redis-1"
+EXAMPLE_SECRETS = fleet.PROJECT_DIR / "inventory.example" / "group_vars" / "all" / "secrets.yml"
 
 
 def test_only_the_tls_port_listens(host) -> None:
@@ -33,16 +34,25 @@ def test_secrets_are_private_files(host) -> None:
 
 def test_config_has_the_broker_settings(host) -> None:
     conf = host.file("/etc/redis/redis.conf").content_string
-    for line in ["port 0", "tls-port 6379", "tls-replication yes", "tls-auth-clients yes",
-                 'tls-protocols "TLSv1.2 TLSv1.3"', "maxmemory-policy noeviction",
-                 "appendonly yes", "appendfsync everysec", "aclfile /etc/redis/users.acl"]:
+    for line in [
+        "port 0",
+        "tls-port 6379",
+        "tls-replication yes",
+        "tls-auth-clients yes",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+        "maxmemory-policy noeviction",
+        "appendonly yes",
+        "appendfsync everysec",
+        "aclfile /etc/redis/users.acl",
+    ]:
         assert f"\n{line}\n" in conf, line
     assert "\nrequirepass" not in conf
 
 
 def test_service_runs_sandboxed(host) -> None:
     svc = host.service("redis-server")
-    assert svc.is_running and svc.is_enabled
+    assert svc.is_running
+    assert svc.is_enabled
     props = svc.systemd_properties
     assert props["ProtectSystem"] == "strict"
     assert props["NoNewPrivileges"] == "yes"
@@ -51,25 +61,34 @@ def test_service_runs_sandboxed(host) -> None:
 
 
 def test_validator_rejects_a_broken_config(host) -> None:
-    host.run_test("cp /etc/redis/redis.conf /tmp/broken.conf && echo 'maxmemory-policy sometimes' >> /tmp/broken.conf")
+    host.run_test("cp /etc/redis/redis.conf /tmp/broken.conf")
+    host.run_test("echo 'maxmemory-policy sometimes' >> /tmp/broken.conf")
     assert host.run("/usr/local/sbin/redis-check-config /tmp/broken.conf").rc != 0
     assert host.run("/usr/local/sbin/redis-check-config /etc/redis/redis.conf").rc == 0
 
 
 def test_plaintext_is_refused() -> None:
     with pytest.raises(redis.ConnectionError):
-        fleet.client(NODE, tls=False, username="celery", password=fleet.group_vars()["redis_app_password"]).ping()
+        fleet.client(
+            NODE, tls=False, username="celery", password=fleet.group_vars()["redis_app_password"]
+        ).ping()
 
 
 def test_a_client_without_certificate_is_refused() -> None:
     with pytest.raises(redis.ConnectionError):
-        fleet.client(NODE, cert=None, username="celery", password=fleet.group_vars()["redis_app_password"]).ping()
+        fleet.client(
+            NODE, cert=None, username="celery", password=fleet.group_vars()["redis_app_password"]
+        ).ping()
 
 
 def test_a_server_from_another_ca_is_refused(tmp_path: Path) -> None:
     with pytest.raises(redis.ConnectionError) as err:
-        fleet.client(NODE, ca=fleet.other_ca(tmp_path), username="celery",
-                     password=fleet.group_vars()["redis_app_password"]).ping()
+        fleet.client(
+            NODE,
+            ca=fleet.other_ca(tmp_path),
+            username="celery",
+            password=fleet.group_vars()["redis_app_password"],
+        ).ping()
     assert "certificate verify failed" in str(err.value)
 
 
@@ -84,7 +103,10 @@ def test_tls_below_1_2_is_refused() -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1
     import socket
 
-    with socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw, pytest.raises(ssl.SSLError):
+    with (
+        socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw,
+        pytest.raises(ssl.SSLError),
+    ):
         ctx.wrap_socket(raw, server_hostname=fleet.address(NODE))
 
 
@@ -102,8 +124,16 @@ def test_a_wrong_password_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [("CONFIG", "GET", "maxmemory"), ("FLUSHALL",), ("SHUTDOWN", "NOSAVE"), ("ACL", "LIST"),
-     ("ACL", "SETUSER", "x"), ("MONITOR",), ("DEBUG", "SLEEP", "0"), ("KEYS", "*")],
+    [
+        ("CONFIG", "GET", "maxmemory"),
+        ("FLUSHALL",),
+        ("SHUTDOWN", "NOSAVE"),
+        ("ACL", "LIST"),
+        ("ACL", "SETUSER", "x"),
+        ("MONITOR",),
+        ("DEBUG", "SLEEP", "0"),
+        ("KEYS", "*"),
+    ],
 )
 def test_the_app_user_cannot_run_dangerous_commands(command: tuple[str, ...]) -> None:
     verdict = fleet.admin(NODE).execute_command("ACL", "DRYRUN", "celery", *command)
@@ -128,7 +158,11 @@ def test_the_app_user_can_do_celery_work() -> None:
 
 def test_the_monitor_user_is_read_only() -> None:
     gv = fleet.group_vars()
-    mon = fleet.client(NODE, username=gv.get("redis_monitor_user", "monitor"), password=gv["redis_monitor_password"])
+    mon = fleet.client(
+        NODE,
+        username=gv.get("redis_monitor_user", "monitor"),
+        password=gv["redis_monitor_password"],
+    )
     assert "redis_version" in mon.info()
     mon.llen("mol:queue")
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -141,6 +175,20 @@ def test_preflight_refuses_bad_input_before_any_change() -> None:
     for extra, variable in [
         (["-e", "redis_app_password=CHANGE_ME-app-0000000000"], "redis_app_password"),
         (["-e", "redis_maxmemory_policy=allkeys-lru"], "redis_maxmemory_policy"),
+        # the placeholders shipped in inventory.example are refused
+        (["-e", f"@{EXAMPLE_SECRETS}"], "redis_admin_password"),
+        # a user-supplied server certificate whose SANs miss the address clients use
+        (
+            [
+                "-e",
+                "pki_ca_mode=external",
+                "-e",
+                f"pki_server_cert_src={fleet.client_cert()[0]}",
+                "-e",
+                f"pki_server_key_src={fleet.client_cert()[1]}",
+            ],
+            "pki_server_cert_src",
+        ),
     ]:
         result = fleet.converge([*extra, "--tags", "pki_preflight,redis_preflight,redis_configure"])
         assert result.returncode != 0, result.stdout[-2000:]
@@ -169,10 +217,36 @@ def _server_serial() -> int:
     ctx = ssl.create_default_context(cafile=fleet.ca_file())
     certfile, keyfile = fleet.client_cert()
     ctx.load_cert_chain(certfile, keyfile)
-    with socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname=fleet.address(NODE)) as tls:
+    with (
+        socket.create_connection((fleet.address(NODE), 6379), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=fleet.address(NODE)) as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     from cryptography import x509
 
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_requirepass_mode_for_simple_setups() -> None:
+    """Last: switches the node to one shared password (no ACL file) and checks it."""
+    password = "mol-Requirepass-5d7e9f1a3b5c7d92"
+    result = fleet.converge(
+        [
+            "-e",
+            "redis_auth_mode=requirepass",
+            "-e",
+            f"redis_requirepass={password}",
+            "--tags",
+            "redis",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert password not in result.stdout + result.stderr
+    assert fleet.client(NODE, password=password).ping()
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(NODE).ping()
+    with pytest.raises(redis.AuthenticationError):
+        fleet.client(NODE, password="wrong-password-123456").ping()
+    with pytest.raises(redis.ConnectionError):
+        fleet.client(NODE, tls=False, password=password).ping()

@@ -22,7 +22,9 @@ def primaries_seen() -> dict[str, str | None]:
     seen: dict[str, str | None] = {}
     for node in NODES:
         try:
-            addr = fleet.sentinel(node).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+            addr = fleet.sentinel(node).execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER
+            )
             seen[node] = addr[0].decode() if addr else None
         except redis.RedisError:
             seen[node] = None
@@ -44,7 +46,10 @@ def test_each_node_listens_on_the_tls_ports_only(host) -> None:
 
 def test_sentinel_config_is_private_and_writable_by_sentinel(host) -> None:
     f = host.file("/etc/redis/sentinel.conf")
-    assert (f.user, f.mode) == ("redis", 0o600)
+    assert f.user == "redis"
+    # The role writes 0600; Sentinel's own rewrite (umask 007 in Debian's unit) may leave
+    # 0660. Either way nobody outside the redis user and group can read the password.
+    assert f.mode & 0o007 == 0, oct(f.mode)
     assert host.file("/etc/redis").user == "redis"
     assert host.service("redis-sentinel").is_running
 
@@ -83,10 +88,27 @@ def test_all_sentinels_agree_on_the_bootstrap_primary() -> None:
     assert set(primaries_seen().values()) == {fleet.address(BOOTSTRAP_PRIMARY)}
 
 
+def test_sentinels_know_every_peer_by_ip_address() -> None:
+    """IPs, not hostnames: a stopped container's name stops resolving (redis/redis#12753)."""
+    addresses = {fleet.address(n) for n in NODES}
+    for node in NODES:
+        s = fleet.sentinel(node)
+        replicas = s.sentinel_slaves(MASTER)
+        sentinels = s.sentinel_sentinels(MASTER)
+        seen = {str(entry["ip"]) for entry in replicas + sentinels}
+        assert seen <= addresses, seen
+        assert len(replicas) == 2
+        assert len(sentinels) == 2
+        config = s.execute_command("SENTINEL", "CONFIG", "GET", "resolve-hostnames")
+        assert config == {b"resolve-hostnames": b"no"}
+
+
 def test_sentinels_refuse_plaintext_and_wrong_passwords() -> None:
     node = NODES[0]
     with pytest.raises(redis.ConnectionError):
-        fleet.client(node, 26379, tls=False, password=fleet.group_vars()["redis_sentinel_password"]).ping()
+        fleet.client(
+            node, 26379, tls=False, password=fleet.group_vars()["redis_sentinel_password"]
+        ).ping()
     with pytest.raises(redis.AuthenticationError):
         fleet.client(node, 26379, password="wrong-password-123456").ping()
     with pytest.raises(redis.AuthenticationError):
@@ -100,9 +122,16 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
     fleet.docker("stop", "--time", "10", old)
     try:
         seen = fleet.wait_for(
-            lambda: (lambda s: s if len({s[n] for n in NODES[1:]}) == 1
-                     and s[NODES[1]] not in (None, fleet.address(old)) else None)(primaries_seen()),
-            60, "the two remaining Sentinels to agree on a new primary",
+            lambda: (
+                lambda s: (
+                    s
+                    if len({s[n] for n in NODES[1:]}) == 1
+                    and s[NODES[1]] not in (None, fleet.address(old))
+                    else None
+                )
+            )(primaries_seen()),
+            60,
+            "the two remaining Sentinels to agree on a new primary",
         )
         new = node_of(str(seen[NODES[1]]))
         assert new in NODES[1:]
@@ -112,18 +141,35 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
     finally:
         fleet.docker("start", old)
     fleet.wait_for(
-        lambda: (lambda i: i["role"] == "slave" and i["master_host"] == fleet.address(new)
-                 and i["master_link_status"] == "up")(fleet.admin(old).info("replication")),
-        90, f"the old primary {old} to rejoin as a replica of {new}",
+        lambda: (
+            lambda i: (
+                i["role"] == "slave"
+                and i["master_host"] == fleet.address(new)
+                and i["master_link_status"] == "up"
+            )
+        )(fleet.admin(old).info("replication")),
+        90,
+        f"the old primary {old} to rejoin as a replica of {new}",
     )
-    fleet.wait_for(lambda: set(primaries_seen().values()) == {fleet.address(new)}, 60,
-                   "all three Sentinels (the restarted one too) to agree on the new primary")
-    fleet.wait_for(lambda: fleet.app(old).get("mol:ha:after-failover") == b"yes", 30,
-                   "the old primary to receive writes made after the failover")
+    fleet.wait_for(
+        lambda: set(primaries_seen().values()) == {fleet.address(new)},
+        60,
+        "all three Sentinels (the restarted one too) to agree on the new primary",
+    )
+    fleet.wait_for(
+        lambda: fleet.app(old).get("mol:ha:after-failover") == b"yes",
+        30,
+        "the old primary to receive writes made after the failover",
+    )
     for node in NODES:
         fleet.wait_for(
-            lambda node=node: fleet.sentinel(node).execute_command("SENTINEL", "CKQUORUM", MASTER).startswith(b"OK 3"),
-            60, f"CKQUORUM OK on {node} after the failover",
+            lambda node=node: (
+                fleet.sentinel(node)
+                .execute_command("SENTINEL", "CKQUORUM", MASTER)
+                .startswith(b"OK 3")
+            ),
+            60,
+            f"CKQUORUM OK on {node} after the failover",
         )
 
 
@@ -142,3 +188,10 @@ def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary
     assert set(primaries_seen().values()) == {new_address}
     assert role(node_of(str(new_address))) == "master"
     assert role(BOOTSTRAP_PRIMARY) == "slave"
+
+
+def test_preflight_refuses_a_quorum_larger_than_the_sentinels() -> None:
+    result = fleet.converge(["-e", "redis_sentinel_quorum=4", "--tags", "redis_sentinel_preflight"])
+    assert result.returncode != 0
+    assert "redis_sentinel_quorum=4" in result.stdout + result.stderr
+    assert all(counts["changed"] == 0 for counts in fleet.recap(result.stdout).values())
