@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # pytest workers for the process-level suites; the machine has 2 cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup lint test test-unit test-integration bench clean
+.PHONY: help setup lint test test-unit test-integration clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -25,8 +25,8 @@ $(VENV)/.done: requirements.txt requirements-dev.txt pyproject.toml
 setup: $(VENV)/.done ## Create .venv with pinned tools and the package (editable)
 
 lint: setup ## ruff, mypy (src/), yamllint, ansible-lint
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	@if [ -n "$$(ls roles 2>/dev/null)" ]; then $(BIN)/ansible-lint -q; fi

@@ -65,6 +65,15 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     # Results survive a failover: retry the backend instead of failing the task.
     "result_backend_always_retry": True,
     "result_backend_max_retries": 20,
+    # A publish that hits a failover is retried for ~10 s (Sentinel needs a few seconds to
+    # promote a replica) instead of raising in the web process after 0.6 s.
+    "task_publish_retry": True,
+    "task_publish_retry_policy": {
+        "max_retries": 12,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 1,
+    },
     "broker_pool_limit": 10,
     "broker_connection_retry": True,
     "broker_connection_retry_on_startup": True,
