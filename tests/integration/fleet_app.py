@@ -47,6 +47,16 @@ def record(token: str, path: str) -> str:
     return token
 
 
+@app.task(name="fleet.slow_record")
+def slow_record(token: str, path: str, seconds: float) -> str:
+    """Record ``start <token>``, sleep, record ``end <token>``: a long task whose runs,
+    interrupted or complete, can be counted."""
+    record(f"start:{token}", path)
+    time.sleep(seconds)
+    record(f"end:{token}", path)
+    return token
+
+
 @app.task(name="fleet.settings")
 def settings(keys: list[str]) -> dict[str, Any]:
     """The settings this worker really runs with, masked like ``celery-fleet settings``.

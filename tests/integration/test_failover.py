@@ -186,3 +186,47 @@ def test_demoted_primary_is_not_written_to(
     after_failover_round(redis_fleet, new, send, backend_db=1)
     assert worker.proc is not None
     assert worker.proc.poll() is None, f"the worker exited:\n{worker.log_tail()}"
+
+
+# A message a worker holds when the primary dies comes back only through the visibility
+# timeout: the worker's "Restoring N unacknowledged message(s)" at connection loss writes to
+# the dead primary, so the copy in the unacked index (replicated) waits to be swept.
+# Short values here so the suite waits seconds, not the production hour.
+SHORT_VISIBILITY = {
+    "CELERY_VISIBILITY_TIMEOUT": "12",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+    "CELERY_TASK_TIME_LIMIT": "8",
+    "CELERY_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 2, '
+    '"unacked_restore_throttle": 1}',
+}
+
+
+@pytest.mark.timeout(180)
+def test_long_task_running_during_failover_completes(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Tasks running while the primary dies: with acks late and
+    worker_cancel_long_running_tasks_on_connection_loss (production defaults) they are
+    cancelled, and must run again, to the end, once the visibility timeout has passed."""
+    old = sentinel_cluster(redis_fleet)
+    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER, **SHORT_VISIBILITY}
+    runlog = tmp_path / "runs.log"
+    start_worker(env, pool="prefork", concurrency=2)
+    client = celery_client(env)
+    long = [
+        client.send_task("fleet.slow_record", args=(f"long{i}", str(runlog), 4.0)) for i in range(2)
+    ]
+    redis_fleet.wait_for(lambda: sum(read_runs(runlog).values()) >= 2, "both long tasks to start")
+    killed = time.monotonic()
+    redis_fleet.kill(old)
+    redis_fleet.wait_for_failover(old, timeout=30)
+    tokens = [f"end:long{i}" for i in range(2)]
+    runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
+    record_property("long task: s from kill to both ends", round(time.monotonic() - killed, 1))
+    record_property("long task: starts", sum(runs[f"start:long{i}"] for i in range(2)))
+    assert all(runs[t] for t in tokens), f"never completed after the failover: {dict(runs)}"
+    assert [r.get(timeout=30) for r in long] == ["long0", "long1"]
