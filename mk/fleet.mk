@@ -1,0 +1,42 @@
+# Celery fleet on servers: workers, beat and Flower (roles celery, flower), deployed with
+# playbooks/site.yml. `make deploy INVENTORY=path/to/hosts.yml`, `make verify INVENTORY=...`.
+# Docker objects of the molecule scenario are prefixed cf-fleet-.
+INVENTORY ?= inventory.example/hosts.yml
+# Extra ansible-playbook arguments, e.g. DEPLOY_ARGS="--limit node2 --tags celery".
+DEPLOY_ARGS ?=
+# Controller-side wheelhouse the hosts install from (--no-index): celery-fleet, the pinned
+# runtime (requirements.txt) and APP_REQUIREMENTS (your app's pip specs, space-separated).
+WHEELHOUSE ?= build/wheelhouse
+APP_REQUIREMENTS ?=
+# Python of the hosts (Debian 12: 3.11) and their architecture.
+WHEEL_PYTHON ?= 3.11
+WHEEL_ARCH ?= $(shell uname -m)
+
+.PHONY: wheelhouse deploy verify test-molecule-fleet
+
+$(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
+	@echo "==> wheelhouse $(WHEELHOUSE) (python $(WHEEL_PYTHON), $(WHEEL_ARCH))"
+	@rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)
+	@$(BIN)/pip download -q --disable-pip-version-check --only-binary=:all: --implementation cp \
+	  --python-version $(WHEEL_PYTHON) --platform manylinux2014_$(WHEEL_ARCH) \
+	  --platform manylinux_2_17_$(WHEEL_ARCH) --platform manylinux_2_28_$(WHEEL_ARCH) \
+	  -d $(WHEELHOUSE) -r requirements.txt async-timeout==5.0.1 $(APP_REQUIREMENTS) 2>&1 \
+	  | { grep -v '^WARNING: Location' || true; }
+	@# async-timeout: redis-py needs it on Debian 12's Python 3.11.2 (< 3.11.3).
+	@$(BIN)/pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELHOUSE) . 2>&1 \
+	  | { grep -v '^WARNING: Location' || true; }
+	@{ cat requirements.txt; echo "async-timeout==5.0.1"; } > $(WHEELHOUSE)/requirements.txt
+	@touch $@
+
+wheelhouse: $(WHEELHOUSE)/.done ## Wheels the hosts install from (no PyPI on the hosts)
+
+deploy: setup wheelhouse ## Deploy everything: make deploy INVENTORY=path/to/hosts.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(DEPLOY_ARGS)
+
+verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)
+
+test-molecule-fleet: setup molecule-image wheelhouse ## Molecule: 3 nodes, site.yml, tasks across hosts, kill -9, warm stop, one beat, Flower auth, doctor
+	cd $(CURDIR) && $(BIN)/molecule -c molecule/base.yml test -s fleet
+
+TEST_TARGETS += test-molecule-fleet
