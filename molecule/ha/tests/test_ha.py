@@ -190,6 +190,30 @@ def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary
     assert role(BOOTSTRAP_PRIMARY) == "slave"
 
 
+def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -> None:
+    """Sentinels all down and a setting changed (redis.conf is re-rendered): the role asks the
+    data nodes, so the new primary stays primary instead of the inventory's bootstrap choice."""
+    current = next(iter(primaries_seen().values()))
+    assert current is not None
+    new = node_of(current)
+    for node in NODES:
+        fleet.docker("exec", node, "systemctl", "stop", "redis-sentinel")
+    result = fleet.converge(["-e", "redis_min_replicas_max_lag=11"])
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "(from data nodes)" in result.stdout
+    assert role(new) == "master"
+    for node in NODES:
+        if node != new:
+            info = fleet.admin(node).info("replication")
+            assert info["role"] == "slave"
+            assert info["master_host"] == current
+    fleet.wait_for(
+        lambda: set(primaries_seen().values()) == {current},
+        60,
+        "the restarted Sentinels to report the same primary",
+    )
+
+
 def test_preflight_refuses_a_quorum_larger_than_the_sentinels() -> None:
     result = fleet.converge(["-e", "redis_sentinel_quorum=4", "--tags", "redis_sentinel_preflight"])
     assert result.returncode != 0
