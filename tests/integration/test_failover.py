@@ -22,14 +22,6 @@ from harness.worker import MakeClient, StartWorker
 TASKS = 240
 PUBLISH_EVERY = 0.02  # s: the stream lasts ~5 s, the primary dies after a third of it
 DRAIN_TIMEOUT = 60.0
-# Celery's default publish retry (3 retries, 0.6 s in all) gives up long before Sentinel
-# has elected a new primary (down-after-milliseconds + election): the caller of .delay()
-# gets OperationalError. A deployment must retry for longer than a failover takes.
-PUBLISH_THROUGH_FAILOVER = {
-    "CELERY_TASK_PUBLISH_RETRY_POLICY": (
-        '{"max_retries": 30, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}'
-    )
-}
 
 
 def read_runs(path: Path) -> collections.Counter[str]:
@@ -116,7 +108,7 @@ def test_primary_killed_mid_stream_loses_no_task(
     record_property: Callable[[str, object], None],
 ) -> None:
     old = sentinel_cluster(redis_fleet)
-    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER}
+    env = envs.sentinel(redis_fleet)
     runlog = tmp_path / "runs.log"
     start_worker(env, pool="prefork", concurrency=2)
     client = celery_client(env)
@@ -157,7 +149,7 @@ def test_demoted_primary_is_not_written_to(
     now gets READONLY on writes (celery issues 7946, 10119). Workers and the result
     backend must move to the new primary instead of failing or shutting down."""
     old = sentinel_cluster(redis_fleet)
-    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER}
+    env = envs.sentinel(redis_fleet)
     runlog = tmp_path / "runs.log"
     worker = start_worker(env, pool="threads", concurrency=4)
     client = celery_client(env)
@@ -202,7 +194,24 @@ SHORT_VISIBILITY = {
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        pytest.param(
+            "true",
+            id="cancel-on-loss",
+            # Not strict: it is a race (it passed in 2 of 5 runs here).
+            marks=pytest.mark.xfail(
+                reason="h1 finding F8: a task cancelled at connection loss (the production "
+                "default) can hang until the hard time limit, then is acked as "
+                "TimeLimitExceeded and never runs again"
+            ),
+        ),
+        pytest.param("false", id="run-on"),
+    ],
+)
 def test_long_task_running_during_failover_completes(
+    cancel: str,
     redis_fleet: RedisFleet,
     start_worker: StartWorker,
     celery_client: MakeClient,
@@ -213,7 +222,11 @@ def test_long_task_running_during_failover_completes(
     worker_cancel_long_running_tasks_on_connection_loss (production defaults) they are
     cancelled, and must run again, to the end, once the visibility timeout has passed."""
     old = sentinel_cluster(redis_fleet)
-    env = {**envs.sentinel(redis_fleet), **PUBLISH_THROUGH_FAILOVER, **SHORT_VISIBILITY}
+    env = {
+        **envs.sentinel(redis_fleet),
+        **SHORT_VISIBILITY,
+        "CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS": cancel,
+    }
     runlog = tmp_path / "runs.log"
     start_worker(env, pool="prefork", concurrency=2)
     client = celery_client(env)
@@ -226,7 +239,16 @@ def test_long_task_running_during_failover_completes(
     redis_fleet.wait_for_failover(old, timeout=30)
     tokens = [f"end:long{i}" for i in range(2)]
     runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
-    record_property("long task: s from kill to both ends", round(time.monotonic() - killed, 1))
-    record_property("long task: starts", sum(runs[f"start:long{i}"] for i in range(2)))
+    record_property(f"long/{cancel}: s from kill to both ends", round(time.monotonic() - killed, 1))
+    record_property(f"long/{cancel}: starts", sum(runs[f"start:long{i}"] for i in range(2)))
     assert all(runs[t] for t in tokens), f"never completed after the failover: {dict(runs)}"
     assert [r.get(timeout=30) for r in long] == ["long0", "long1"]
+    if cancel == "false":
+        # Finished, but the ack went to a dead connection: the message is still in the
+        # unacked index and comes back after the visibility timeout (at-least-once).
+        time.sleep(int(SHORT_VISIBILITY["CELERY_VISIBILITY_TIMEOUT"]) + 8)
+        runs = read_runs(runlog)
+        record_property(
+            f"long/{cancel}: ran again after the visibility timeout",
+            sum(runs[t] for t in tokens) - len(tokens),
+        )
