@@ -14,8 +14,13 @@ import typing as _typing
 from celery_fleet import beat as _beat
 from celery_fleet import guards as _guards
 from celery_fleet.settings import load as _load
+from celery_fleet.settings import publish_urls as _publish_urls
 
 _settings: dict[str, _typing.Any] = _load()
 globals().update(_settings)
+# Celery reads CELERY_BROKER_URL / CELERY_RESULT_BACKEND from os.environ itself, and that
+# wins over this module: hand it the normalised URLs (ssl_* moved into the SSL dicts,
+# socket:// spelled redis+socket://), or it would use the raw ones.
+_publish_urls(_settings)
 _guards.install(_settings)
 _beat.install()

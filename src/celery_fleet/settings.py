@@ -13,18 +13,23 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from celery.app.defaults import _TO_NEW_KEY, NAMESPACES, flatten
 from kombu.entity import Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import urls
 
 log = logging.getLogger("celery_fleet.settings")
 
 PREFIX = "CELERY_"
+# Default visibility timeout = task_time_limit + this: a task still running is never
+# redelivered, and one in flight during a failover comes back in minutes, not an hour.
+VISIBILITY_MARGIN = 300
 
 
 class SettingsError(ValueError):
@@ -65,11 +70,12 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     # Results survive a failover: retry the backend instead of failing the task.
     "result_backend_always_retry": True,
     "result_backend_max_retries": 20,
-    # A publish that hits a failover is retried for ~10 s (Sentinel needs a few seconds to
-    # promote a replica) instead of raising in the web process after 0.6 s.
+    "result_backend_max_sleep_between_retries_ms": 1000,
+    # A publish that hits a failover is retried for ~20 s (Sentinel needs down-after +
+    # an election to promote a replica) instead of raising after Celery's default 0.6 s.
     "task_publish_retry": True,
     "task_publish_retry_policy": {
-        "max_retries": 12,
+        "max_retries": 20,
         "interval_start": 0,
         "interval_step": 0.5,
         "interval_max": 1,
@@ -79,9 +85,10 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     "broker_connection_retry_on_startup": True,
     "broker_connection_max_retries": 100,
     "broker_connection_timeout": 4.0,
-    # Running tasks are cancelled when the broker connection drops: their messages are
-    # redelivered anyway (acks late), so letting them run on would run them twice.
-    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    # Let running tasks finish when the broker connection drops (a failover). Measured on
+    # real Sentinel failovers: with True, a cancelled task could end as TimeLimitExceeded
+    # and never run again (tests/integration/test_failover.py); with False both finished.
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
     "redis_socket_timeout": 10.0,
     "redis_socket_connect_timeout": 5.0,
     "redis_retry_on_timeout": True,
@@ -388,7 +395,13 @@ def _sentinel_options(
         )
     ssl_var = PREFIX + "SENTINEL_SSL"
     sentinel_tls = parse_bool(ssl_var, env[ssl_var]) if ssl_var in env else tls.enabled
-    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    # No retries per Sentinel: the list of Sentinels is the retry, and kombu/Celery retry on
+    # top. redis-py 8's default (3 backoff retries) makes a wrong password take ~26 s.
+    kwargs: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if env.get(PREFIX + "SENTINEL_USERNAME"):
         kwargs["username"] = env[PREFIX + "SENTINEL_USERNAME"]
     if env.get(PREFIX + "SENTINEL_PASSWORD"):
@@ -451,7 +464,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     # Always explicit: for rediss:// with no options Kombu silently uses CERT_NONE.
     settings["broker_use_ssl"] = broker_tls.redis_kwargs() if broker_tls.enabled else False
     vt_var = PREFIX + "VISIBILITY_TIMEOUT"
-    visibility = parse_number(vt_var, env.get(vt_var, "3600"), int)
+    limit = raw.get("task_time_limit")
+    default_vt = str(int(limit) + VISIBILITY_MARGIN if limit else 3600)
+    visibility = parse_number(vt_var, env.get(vt_var, default_vt), int)
     transport: dict[str, Any] = {
         "visibility_timeout": visibility,
         "socket_timeout": raw["redis_socket_timeout"],
@@ -459,6 +474,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "retry_on_timeout": raw["redis_retry_on_timeout"],
         "socket_keepalive": raw["redis_socket_keepalive"],
         "health_check_interval": raw["redis_backend_health_check_interval"],
+        # Sweep unacked messages whose visibility timeout ran out every ~10 s, not ~100 s.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
     }
     if raw.get("redis_max_connections"):
         transport["max_connections"] = raw["redis_max_connections"]
@@ -481,6 +499,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         settings["task_ignore_result"] = raw.get("task_ignore_result", True)
         settings["task_track_started"] = False
         settings.pop("redis_backend_use_ssl", None)
+        settings.pop("result_compression", None)
     else:
         backend_tls = _tls(env, PREFIX + "REDIS_BACKEND", backend, broker_tls)
         settings["result_backend"] = backend.render()
@@ -490,6 +509,9 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         if backend.scheme == "sentinel":
             options = {**_sentinel_options(env, backend, backend_var, backend_tls), **options}
         settings["result_backend_transport_options"] = options
+        if backend.scheme == "socket":
+            # Celery passes socket_keepalive to UnixDomainSocketConnection, which rejects it.
+            settings["redis_socket_keepalive"] = False
 
     _check_timeouts(settings, visibility)
     return settings
@@ -558,6 +580,8 @@ def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
             return value.name
         if isinstance(value, ssl.VerifyMode):
             return value.name
+        if isinstance(value, Retry):
+            return "no retry per Sentinel (the Sentinel list is the retry)"
         if value is not None and any(word in key.lower() for word in SECRET_WORDS):
             return urls.MASK
         if isinstance(value, str) and "://" in value:
@@ -567,6 +591,25 @@ def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: clean(k, v) for k, v in settings.items()}
 
 
+def publish_urls(
+    settings: Mapping[str, Any], environ: MutableMapping[str, str] = os.environ
+) -> None:
+    """Make the process environment carry the normalised URLs.
+
+    Celery's ``Settings.broker_url``/``result_backend`` read ``CELERY_BROKER_URL`` and
+    ``CELERY_RESULT_BACKEND`` from ``os.environ`` before any configuration, so the raw
+    values would win over what ``load()`` checked and rewrote.
+    """
+    environ[PREFIX + "BROKER_URL"] = settings["broker_url"]
+    if settings.get("result_backend"):
+        environ[PREFIX + "RESULT_BACKEND"] = settings["result_backend"]
+    else:
+        environ.pop(PREFIX + "RESULT_BACKEND", None)
+
+
 def django_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The same settings as ``CELERY_<NAME>`` names, for a Django settings.py."""
-    return {PREFIX + k.upper(): v for k, v in load(env).items()}
+    settings = load(env)
+    if env is None:
+        publish_urls(settings)
+    return {PREFIX + k.upper(): v for k, v in settings.items()}

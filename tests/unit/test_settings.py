@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from celery_fleet.settings import PRODUCTION_DEFAULTS, django_settings, load, masked
+from celery_fleet.settings import (
+    PRODUCTION_DEFAULTS,
+    django_settings,
+    load,
+    masked,
+    publish_urls,
+)
 
 
 def env(**kw: str) -> dict[str, str]:
@@ -164,7 +170,9 @@ def test_production_defaults_and_overrides() -> None:
         assert s[key] is True
     assert s["accept_content"] == ["json"]
     assert s["worker_prefetch_multiplier"] == 1
-    assert s["broker_transport_options"]["visibility_timeout"] == 3600
+    # task_time_limit (900) + 300: a running task is never redelivered
+    assert s["broker_transport_options"]["visibility_timeout"] == 1200
+    assert s["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert [q.name for q in s["task_queues"]] == ["default"]
     s = load(
         env(
@@ -183,7 +191,7 @@ def test_production_defaults_and_overrides() -> None:
             REDIS_RETRY_ON_TIMEOUT="no",
             BROKER_POOL_LIMIT="4",
             BROKER_CONNECTION_MAX_RETRIES="none",
-            WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS="false",
+            WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS="true",
             ACCEPT_CONTENT="json,msgpack",
         )
     )
@@ -200,7 +208,7 @@ def test_production_defaults_and_overrides() -> None:
     assert s["redis_max_connections"] == 20
     assert s["broker_pool_limit"] == 4
     assert s["broker_connection_max_retries"] is None
-    assert s["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert s["worker_cancel_long_running_tasks_on_connection_loss"] is True
     assert s["accept_content"] == ["json", "msgpack"]
     assert set(PRODUCTION_DEFAULTS) <= set(s)
 
@@ -209,6 +217,32 @@ def test_result_backend_can_be_disabled() -> None:
     s = load(env(BROKER_URL="redis://h/0", RESULT_BACKEND="disabled"))
     assert s["result_backend"] is None
     assert s["task_ignore_result"] is True
+    assert "result_compression" not in s  # Celery warns for a disabled backend otherwise
+
+
+def test_visibility_timeout_follows_the_time_limit() -> None:
+    s = load(env(BROKER_URL="redis://h/0", TASK_TIME_LIMIT="60", TASK_SOFT_TIME_LIMIT="50"))
+    assert s["broker_transport_options"]["visibility_timeout"] == 360
+
+
+def test_unix_socket_backend_has_no_keepalive() -> None:
+    s = load(env(BROKER_URL="redis://h/0", RESULT_BACKEND="socket:///run/r.sock?db=1"))
+    assert s["redis_socket_keepalive"] is False
+
+
+def test_sentinel_clients_do_not_retry_each_sentinel() -> None:
+    s = load(env(BROKER_URL="sentinel://h:26379", SENTINEL_MASTER_NAME="m", BROKER_SSL="no"))
+    retry = s["broker_transport_options"]["sentinel_kwargs"]["retry"]
+    assert retry.get_retries() == 0
+
+
+def test_normalised_urls_are_published_to_the_environment() -> None:
+    # Celery reads CELERY_BROKER_URL/CELERY_RESULT_BACKEND from os.environ first.
+    raw = env(BROKER_URL="socket:///run/r.sock?db=0", RESULT_BACKEND="disabled")
+    environ = dict(raw)
+    publish_urls(load(raw), environ)
+    assert environ["CELERY_BROKER_URL"] == "redis+socket:///run/r.sock?virtual_host=0"
+    assert "CELERY_RESULT_BACKEND" not in environ
 
 
 @pytest.mark.parametrize("level", ["none", "CERT_NONE", "optional", "ssl.CERT_OPTIONAL"])
