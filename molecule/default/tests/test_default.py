@@ -196,13 +196,16 @@ def test_preflight_refuses_bad_input_before_any_change() -> None:
         assert fleet.recap(result.stdout)[NODE]["changed"] == 0
 
 
-def test_renewed_certificates_are_loaded_without_dropping_clients() -> None:
+def test_certificates_near_expiry_are_renewed_and_loaded_without_dropping_clients() -> None:
+    """The certificates have 365 days left; renewing 400 days before expiry makes them due.
+    (pki_force_renew=true takes the same path on demand.)"""
     before = fleet.app(NODE)
     before.ping()
     old = fleet.admin(NODE).connection_pool.get_connection()
     old.connect()
     serial_before = _server_serial()
-    result = fleet.converge(["-e", "pki_force_renew=true", "--tags", "pki,redis_service"])
+    due = ["-e", "pki_cert_valid_days=500", "-e", "pki_renew_before_days=400"]
+    result = fleet.converge([*due, "--tags", "pki,redis_service"])
     assert result.returncode == 0, result.stdout[-3000:]
     for password in fleet.passwords():  # a converge that changes things prints no secret
         assert password not in result.stdout + result.stderr
