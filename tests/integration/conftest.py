@@ -53,10 +53,19 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
 
 
 @pytest.fixture
-def celery_client() -> Iterator[MakeClient]:
+def celery_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeClient]:
     """``celery_client(env)``: a Celery app in the test process with ``load(env)`` as its
     whole configuration, as a web process of the user's would have."""
     apps: list[Celery] = []
+    # Celery reads these from os.environ over its configuration: none may leak in from
+    # the shell that runs the tests.
+    for name in (
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_BROKER_READ_URL",
+        "CELERY_BROKER_WRITE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
 
     def make(env: Mapping[str, str]) -> Celery:
         app = Celery("fleet_client", set_as_current=False)

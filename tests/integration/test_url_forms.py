@@ -149,27 +149,7 @@ def roundtrip(client: Celery) -> list[str]:
     return [add.id, echo.id, *(r.id for r in group)]
 
 
-# Known defects of celery_fleet.settings found by these tests (strict: an xfail that starts
-# passing fails the run, so the mark is removed as soon as the fix lands).
-KNOWN: dict[str, str] = {
-    "socket": "Celery reads CELERY_BROKER_URL/CELERY_RESULT_BACKEND from os.environ over "
-    "the normalised URLs: 'No such transport: socket' (h1 finding F1)",
-    "unix": "as socket: 'No such transport: unix' (h1 finding F1)",
-    "redis+socket": "redis_socket_keepalive=True breaks Celery's unix-socket result backend: "
-    "TypeError socket_keepalive (h1 finding F2)",
-}
-
-
-def params() -> list[object]:
-    return [
-        pytest.param(form, marks=pytest.mark.xfail(strict=True, reason=KNOWN[form]))
-        if form in KNOWN
-        else form
-        for form in CASES
-    ]
-
-
-@pytest.mark.parametrize("form", params())
+@pytest.mark.parametrize("form", list(CASES))
 def test_url_form_round_trips_through_broker_and_backend(
     form: str, redis_fleet: RedisFleet, start_worker: StartWorker, celery_client: MakeClient
 ) -> None:
@@ -192,23 +172,14 @@ def test_url_form_round_trips_through_broker_and_backend(
         assert secret not in log
 
 
-# Forms whose URL celery_fleet rewrites, and plain ones: the worker must run with exactly
-# what the operator's command prints. Value: the reason of a known defect (strict xfail).
-SAME_AS_PRINTED: dict[str, str | None] = {
-    "rediss-query-params": "Celery reads CELERY_BROKER_URL from os.environ over the config: "
-    "the worker keeps the ssl_* query that the module moved into broker_use_ssl (h1 F1)",
-    "sentinel-tls": None,
-    "redis-acl-user": None,
-}
+# A form whose URL celery_fleet rewrites (the ssl_* query moves into broker_use_ssl), a
+# unix socket (socket:// becomes redis+socket://) and plain ones: the worker must run with
+# exactly what the operator's command prints. (Celery reads CELERY_BROKER_URL from the
+# environment over its configuration: h1 finding F1, fixed by celeryconfig.)
+SAME_AS_PRINTED = ["rediss-query-params", "socket", "sentinel-tls", "redis-acl-user"]
 
 
-@pytest.mark.parametrize(
-    "form",
-    [
-        pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=why)) if why else f
-        for f, why in SAME_AS_PRINTED.items()
-    ],
-)
+@pytest.mark.parametrize("form", SAME_AS_PRINTED)
 def test_worker_runs_with_what_celery_fleet_settings_prints(
     form: str,
     redis_fleet: RedisFleet,
