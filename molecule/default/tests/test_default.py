@@ -65,6 +65,9 @@ def test_validator_rejects_a_broken_config(host) -> None:
     host.run_test("echo 'maxmemory-policy sometimes' >> /tmp/broken.conf")
     assert host.run("/usr/local/sbin/redis-check-config /tmp/broken.conf").rc != 0
     assert host.run("/usr/local/sbin/redis-check-config /etc/redis/redis.conf").rc == 0
+    host.run_test("echo 'usr celery on' > /tmp/broken.acl")
+    assert host.run("/usr/local/sbin/redis-check-config --acl /tmp/broken.acl").rc != 0
+    assert host.run("/usr/local/sbin/redis-check-config --acl /etc/redis/users.acl").rc == 0
 
 
 def test_plaintext_is_refused() -> None:
