@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .redis_procs import APP_USER, HOST, Auth, Listen, Node, RedisFleet
+from .redis_procs import (
+    APP_USER,
+    HOST,
+    SENTINEL_APP_USER,
+    Auth,
+    Listen,
+    Node,
+    RedisFleet,
+)
 
 
 def credentials(fleet: RedisFleet, node: Node, *, password: str | None = None) -> str:
@@ -49,10 +57,14 @@ def sentinel(
 ) -> dict[str, str]:
     """Broker and result backend through the fleet's Sentinels, TLS everywhere, the
     Sentinels' password apart from the data nodes' credentials."""
-    return {
+    env = {
         "CELERY_BROKER_URL": sentinel_url(fleet, broker_db),
         "CELERY_RESULT_BACKEND": sentinel_url(fleet, backend_db),
         "CELERY_SENTINEL_MASTER_NAME": fleet.master_name,
         "CELERY_SENTINEL_PASSWORD": fleet.secrets.sentinels,
         **tls(fleet, client_cert=client_cert),
     }
+    if any(n.auth is Auth.ACL for n in fleet.sentinel_nodes(alive=False)):
+        env["CELERY_SENTINEL_USERNAME"] = SENTINEL_APP_USER
+        env["CELERY_SENTINEL_PASSWORD"] = fleet.secrets.sentinel_app
+    return env

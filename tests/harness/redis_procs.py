@@ -62,11 +62,20 @@ class Secrets:
     replication: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinel_user: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinels: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    sentinel_app: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    sentinel_peer: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
 
 # Least privilege, as the roles deploy it. The app user is what Celery gets.
 APP_USER = "app"
 APP_ACL = "~* &* +@all -@dangerous"
+# Sentinels with ACL users: what a client (redis-py's Sentinel) needs to find the primary.
+SENTINEL_APP_USER = "sentinel-app"
+SENTINEL_APP_ACL = (
+    "resetchannels &__sentinel__:* -@all +ping +hello +auth +client|setname "
+    "+sentinel|masters +sentinel|master +sentinel|get-master-addr-by-name "
+    "+sentinel|sentinels +sentinel|replicas +sentinel|slaves +subscribe"
+)
 SENTINEL_ACL = (
     "allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role "
     "+publish +info +client|setname +client|kill +script|kill"
@@ -231,9 +240,12 @@ class RedisFleet:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 6000,
         mtls: bool = False,
+        auth: Auth = Auth.REQUIREPASS,
     ) -> list[Node]:
         """Start ``count`` Sentinels monitoring ``primary``; wait until they see each other
-        and every replica, so that a failover can happen as soon as this returns."""
+        and every replica, so that a failover can happen as soon as this returns.
+        ``auth``: one ``requirepass``, or ACL users (``default`` off, ``admin`` for the
+        harness, ``sentinel-app`` for clients, ``sentinel-peer`` between Sentinels)."""
         started = []
         for i in range(count):
             node = Node(
@@ -243,7 +255,7 @@ class RedisFleet:
                 listen=Listen.TLS,
                 port=0,
                 mtls=mtls,
-                auth=Auth.REQUIREPASS,
+                auth=auth,
             )
             node.folder.mkdir(parents=True, exist_ok=True)
             node.folder.chmod(0o700)
@@ -282,7 +294,18 @@ class RedisFleet:
             "port 0",
             f"tls-port {node.port}",
             *self._tls_lines(node),
-            f"requirepass {s.sentinels}",
+            *(
+                [
+                    "user default off",
+                    f"user admin on >{s.sentinels} allchannels +@all",
+                    f"user {SENTINEL_APP_USER} on >{s.sentinel_app} {SENTINEL_APP_ACL}",
+                    f"user sentinel-peer on >{s.sentinel_peer} allchannels +@all",
+                    "sentinel sentinel-user sentinel-peer",
+                    f"sentinel sentinel-pass {s.sentinel_peer}",
+                ]
+                if node.auth is Auth.ACL
+                else [f"requirepass {s.sentinels}"]
+            ),
             f"sentinel monitor {name} {HOST} {primary.port} {quorum}",
             f"sentinel down-after-milliseconds {name} {down_after_ms}",
             f"sentinel failover-timeout {name} {failover_ms}",
@@ -413,6 +436,7 @@ class RedisFleet:
         return redis.Redis(
             host=HOST,
             port=node.port,
+            username="admin" if node.auth is Auth.ACL else None,
             password=self.secrets.sentinels,
             decode_responses=True,
             **self.tls_kwargs(client_cert=node.mtls),

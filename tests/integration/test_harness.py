@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from harness.pki import Pki
-from harness.redis_procs import APP_USER, Auth, Listen, RedisFleet
+from harness.redis_procs import APP_USER, SENTINEL_APP_USER, Auth, Listen, RedisFleet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +97,23 @@ def test_private_keys_are_0600_and_never_tracked(pki: Pki) -> None:
         check=True,
     ).stdout.split()
     assert tracked == []
+
+
+def test_sentinel_acl_app_user_can_only_discover(redis_fleet: RedisFleet) -> None:
+    primary = redis_fleet.server("p1")
+    sentinel = redis_fleet.sentinels(primary, count=1, quorum=1, auth=Auth.ACL)[0]
+    app = redis.Redis(
+        host="127.0.0.1",
+        port=sentinel.port,
+        username=SENTINEL_APP_USER,
+        password=redis_fleet.secrets.sentinel_app,
+        **redis_fleet.tls_kwargs(),
+    )
+    assert app.sentinel_get_master_addr_by_name(redis_fleet.master_name)[1] == primary.port
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("SENTINEL", "FAILOVER", redis_fleet.master_name)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("SENTINEL", "SET", redis_fleet.master_name, "quorum", "1")
+    anonymous = redis.Redis(host="127.0.0.1", port=sentinel.port, **redis_fleet.tls_kwargs())
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()

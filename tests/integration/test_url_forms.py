@@ -79,6 +79,27 @@ def rediss_env(fleet: RedisFleet) -> Case:
     return Case(env, backend, 4)
 
 
+def rediss_json_dicts(fleet: RedisFleet) -> Case:
+    """Seed 000's form: Celery's own SSL dicts as JSON, here with a client certificate
+    against a server that demands one, and connection-pool settings from the env."""
+    node = fleet.server("mtls", mtls=True)
+    pki = fleet.pki
+    ssl = (
+        f'{{"ssl_cert_reqs": "CERT_REQUIRED", "ssl_ca_certs": "{pki.ca}", '
+        f'"ssl_certfile": "{pki.client.cert}", "ssl_keyfile": "{pki.client.key}"}}'
+    )
+    env = {
+        "CELERY_BROKER_URL": envs.url(fleet, node, 7),
+        "CELERY_RESULT_BACKEND": envs.url(fleet, node, 8),
+        "CELERY_BROKER_USE_SSL": ssl,
+        "CELERY_REDIS_BACKEND_USE_SSL": ssl,
+        "CELERY_REDIS_MAX_CONNECTIONS": "20",
+        "CELERY_BROKER_POOL_LIMIT": "4",
+        "CELERY_REDIS_SOCKET_TIMEOUT": "5",
+    }
+    return Case(env, node, 8)
+
+
 def rediss_inherited(fleet: RedisFleet) -> Case:
     """No CELERY_RESULT_BACKEND, no backend TLS variables: both come from the broker's."""
     node = fleet.server("tls")
@@ -118,7 +139,21 @@ def sentinel_mutual_tls(fleet: RedisFleet) -> Case:
     primary = fleet.server("p1", mtls=True)
     fleet.server("r1", replica_of=primary, mtls=True)
     fleet.sentinels(primary, mtls=True)
-    return Case(envs.sentinel(fleet, broker_db=3, backend_db=4, client_cert=True), primary, 4)
+    env = {
+        **envs.sentinel(fleet, broker_db=3, backend_db=4, client_cert=True),
+        "CELERY_SENTINEL_MIN_OTHER_SENTINELS": "1",
+    }
+    return Case(env, primary, 4)
+
+
+def sentinel_acl_users(fleet: RedisFleet) -> Case:
+    """Sentinels with ACL users: the app's Sentinel user may only discover the primary."""
+    primary = fleet.server("p1")
+    fleet.server("r1", replica_of=primary)
+    fleet.sentinels(primary, auth=Auth.ACL)
+    env = envs.sentinel(fleet, broker_db=5, backend_db=6)
+    assert env["CELERY_SENTINEL_USERNAME"] == "sentinel-app"
+    return Case(env, primary, 6)
 
 
 CASES: dict[str, tuple[Callable[[RedisFleet], Case], str]] = {
@@ -128,12 +163,14 @@ CASES: dict[str, tuple[Callable[[RedisFleet], Case], str]] = {
     "rediss-query-params": (rediss_query, "prefork"),
     "rediss-separate-env": (rediss_env, "threads"),
     "rediss-backend-inherits": (rediss_inherited, "threads"),
+    "rediss-json-ssl-dicts": (rediss_json_dicts, "prefork"),
     "rediss-mutual-tls": (rediss_mutual_tls, "prefork"),
     "socket": (unix_socket("socket"), "threads"),
     "unix": (unix_socket("unix"), "threads"),
     "redis+socket": (unix_socket("redis+socket"), "prefork"),
     "sentinel-tls": (sentinel_tls, "prefork"),
     "sentinel-mutual-tls": (sentinel_mutual_tls, "threads"),
+    "sentinel-acl-users": (sentinel_acl_users, "prefork"),
 }
 
 
