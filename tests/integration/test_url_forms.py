@@ -9,6 +9,7 @@ it must be stored where the environment said (the backend's node and db).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -205,7 +206,7 @@ def test_url_form_round_trips_through_broker_and_backend(
     log = worker.log()
     assert f"Task fleet.add[{ids[0]}] succeeded" in log
     # No password in the worker's log (banner, connection messages).
-    for secret in (redis_fleet.secrets.app, redis_fleet.secrets.sentinels):
+    for secret in dataclasses.astuple(redis_fleet.secrets):
         assert secret not in log
 
 
@@ -244,7 +245,7 @@ def test_worker_runs_with_what_celery_fleet_settings_prints(
     )
     assert cli.returncode == 0, cli.stderr
     printed = json.loads(cli.stdout)
-    for secret in (redis_fleet.secrets.app, redis_fleet.secrets.sentinels):
+    for secret in dataclasses.astuple(redis_fleet.secrets):
         assert secret not in cli.stdout + cli.stderr
 
     start_worker(case.env, pool=pool)
