@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,35 @@ def test_doctor_reports_a_stopped_worker() -> None:
         assert re.search(r"default@cf-fleet-node3", result.stdout), result.stdout
     finally:
         sh("cf-fleet-node3", f"systemctl start {WORKER_UNIT}")
+
+
+# --- preflight: beat on exactly one host ---------------------------------------------------
+
+
+@pytest.mark.parametrize("beat_hosts", [[], ["a", "b"]], ids=["no-beat", "two-beats"])
+def test_preflight_refuses_anything_but_one_beat_host(
+    tmp_path: Path, beat_hosts: list[str]
+) -> None:
+    beats = "{" + ", ".join(f"{h}: {{}}" for h in beat_hosts) + "}"
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n"
+        f"  vars: {{ansible_connection: local, ansible_python_interpreter: {sys.executable}}}\n"
+        "  children:\n"
+        "    celery_workers: {hosts: {a: {}, b: {}}}\n"
+        f"    celery_beat: {{hosts: {beats}}}\n"
+    )
+    run = subprocess.run(
+        [REPO / ".venv/bin/ansible-playbook", "-i", inventory, REPO / "playbooks/celery.yml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )
+    assert run.returncode != 0
+    assert f"has {len(beat_hosts)} host(s)" in run.stdout, run.stdout[-2000:]
+    assert "Put exactly one host in 'celery_beat'" in run.stdout
+    # Nothing ran after the preflight.
+    assert "install |" not in run.stdout
