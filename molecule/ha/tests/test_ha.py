@@ -198,9 +198,11 @@ def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -
     new = node_of(current)
     for node in NODES:
         fleet.docker("exec", node, "systemctl", "stop", "redis-sentinel")
-    result = fleet.converge(["-e", "redis_min_replicas_max_lag=11"])
+    result = fleet.converge(["-e", "redis_min_replicas_max_lag=11", "--tags", "redis"])
     assert result.returncode == 0, result.stdout[-4000:]
     assert "(from data nodes)" in result.stdout
+    for node in NODES:
+        fleet.docker("exec", node, "systemctl", "start", "redis-sentinel")
     assert role(new) == "master"
     for node in NODES:
         if node != new:
