@@ -34,8 +34,8 @@ lint: setup ## ruff, mypy (src/), yamllint, ansible-lint
 test-unit: setup ## Fast tests: settings, CLI, no servers
 	$(BIN)/pytest -q tests/unit
 
-test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration
+test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback, fault suite
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults
 
 # Each layer adds its own targets and its part of `test` in mk/*.mk.
 TEST_TARGETS := lint test-unit test-integration

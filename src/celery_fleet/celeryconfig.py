@@ -5,7 +5,8 @@
 Importing this module reads ``os.environ`` once (see docs/settings.md) and fails with a
 ``SettingsError`` naming the variable when the environment is wrong. It also warns, at
 publish time, about ETAs beyond the visibility timeout (see ``guards``), and makes beat
-keep a liveness key in the broker (see ``beat``). Only Celery settings are public names
+keep a liveness key in the broker (see ``beat``), and guards workers against a Kombu bug
+that kills them during a failover (see ``patches``). Only Celery settings are public names
 here: Celery reads every public attribute of this module as configuration.
 """
 
@@ -13,6 +14,7 @@ import typing as _typing
 
 from celery_fleet import beat as _beat
 from celery_fleet import guards as _guards
+from celery_fleet import patches as _patches
 from celery_fleet.settings import load as _load
 from celery_fleet.settings import publish_urls as _publish_urls
 
@@ -24,3 +26,4 @@ globals().update(_settings)
 _publish_urls(_settings)
 _guards.install(_settings)
 _beat.install()
+_patches.guard_restore_unacked()
