@@ -256,3 +256,39 @@ def test_requirepass_mode_for_simple_setups() -> None:
         fleet.client(NODE, password="wrong-password-123456").ping()
     with pytest.raises(redis.ConnectionError):
         fleet.client(NODE, tls=False, password=password).ping()
+
+
+def test_tls_quality_by_testssl(tmp_path: Path) -> None:
+    """testssl.sh (Debian package) against the TLS port: nothing below TLS 1.2, no NULL,
+    export, RC4, 3DES or obsolete CBC cipher, nothing it rates LOW or worse."""
+    import json
+    import shutil
+    import subprocess
+
+    binary = shutil.which("testssl") or shutil.which("testssl.sh")
+    assert binary, "testssl.sh is not installed: run `bash .ci/bootstrap.sh`"
+    report = tmp_path / "testssl.json"
+    subprocess.run(
+        [
+            binary,
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--protocols",
+            "--std",
+            "--jsonfile",
+            str(report),
+            f"{fleet.address(NODE)}:6379",
+        ],
+        check=False,
+        capture_output=True,
+        timeout=300,
+    )
+    findings = {f["id"]: f for f in json.loads(report.read_text())}
+    for old in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+        assert findings[old]["finding"] == "not offered", findings[old]
+    assert findings["TLS1_2"]["finding"].startswith("offered")
+    bad = [f for f in findings.values() if f["severity"] in ("LOW", "MEDIUM", "HIGH", "CRITICAL")]
+    assert not bad, bad
