@@ -174,7 +174,7 @@ print(json.dumps(hosts))
 
 
 def test_kill_9_of_a_worker_child_mid_task_runs_the_task_again() -> None:
-    task_id = client(NODES[0], "print(json.dumps(sleep_then.delay(8, 4242).id))")
+    task_id = client(NODES[0], "print(json.dumps(sleep_then.delay(20, 4242).id))")
     worker, pid = find_active(NODES[0], task_id)
     node = worker.split("@", 1)[1]
     sh(node, f"kill -9 {pid}")
@@ -194,7 +194,7 @@ def test_kill_9_of_a_worker_child_mid_task_runs_the_task_again() -> None:
 
 def test_systemctl_stop_lets_the_running_task_finish() -> None:
     wait_workers()
-    task_id = client(NODES[0], "print(json.dumps(sleep_then.delay(10, 777).id))")
+    task_id = client(NODES[0], "print(json.dumps(sleep_then.delay(20, 777).id))")
     worker, _ = find_active(NODES[0], task_id)
     node = worker.split("@", 1)[1]
     started = time.monotonic()
@@ -226,7 +226,8 @@ def test_periodic_task_fires_once_per_period() -> None:
             " | grep -c 'demo_app.tasks.heartbeat.*succeeded' || true",
         ).stdout
         count += int(out.strip() or 0)
-    assert 5 <= count <= 7, f"{count} heartbeats in 30 s with a 5 s period (one beat: 6)"
+    # Margin for a loaded CI machine; no beat gives 0, two beats give ~12.
+    assert 4 <= count <= 8, f"{count} heartbeats in 30 s with a 5 s period (one beat: 6)"
 
 
 # --- Flower --------------------------------------------------------------------------------
