@@ -56,9 +56,10 @@ def load(count: int, seconds: float, interval: float, timeout: float) -> dict[st
         pending.append((i, sleep_then.apply_async((seconds, i), retry_policy=RETRY)))
         time.sleep(interval)
     lost, wrong = [], []
+    deadline = time.monotonic() + timeout  # for all results together, not each
     for i, result in pending:
         try:
-            value = result.get(timeout=timeout)
+            value = result.get(timeout=max(0.1, deadline - time.monotonic()))
         except Exception as exc:  # any failure is a lost task; report which
             lost.append({"task": i, "error": f"{type(exc).__name__}: {exc}"})
             continue
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=int, metavar="N", help="send N tasks instead")
     parser.add_argument("--task-seconds", type=float, default=0.05, help="each task sleeps")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between sends")
-    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds for all results")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     report = (

@@ -1,0 +1,299 @@
+"""The local stack end to end, through the targets a user types.
+
+`make up` under a throw-away compose project (cf-e2e-*), bundle (tmp) and free /24, so it
+runs next to a user's `make up` and other tests. Then: the containers are hardened and only
+Flower is published, no secret shows in `docker compose config` or `docker inspect`, the
+smoke tasks come back, beat's heartbeat runs, Flower needs its password, `celery-fleet
+doctor` finds nothing, stopping the Redis primary loses no task, and `make down` leaves no
+container, network or volume. The tests run in file order and share one stack.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+LOAD_TASKS = 200
+
+
+def run(cmd: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, **kw
+    )
+
+
+def free_prefix() -> str:
+    """First three octets of a /24 that no docker network overlaps."""
+    ids = run(["docker", "network", "ls", "-q"]).stdout.split()
+    fmt = "{{range .IPAM.Config}}{{.Subnet}} {{end}}"
+    used = [
+        ipaddress.ip_network(s)
+        for s in run(["docker", "network", "inspect", "-f", fmt, *ids]).stdout.split()
+        if "." in s
+    ]
+    thirds = list(range(100, 250))
+    random.shuffle(thirds)
+    for third in thirds:
+        net = ipaddress.ip_network(f"10.213.{third}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return f"10.213.{third}"
+    raise AssertionError("no free 10.213.x.0/24 for the test network")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    project: str
+    bundle: Path
+    prefix: str
+    flower_port: int
+    down: bool = False
+    up_output: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.settings = {
+            "CF_PROJECT": self.project,
+            "CF_BUNDLE_DIR": str(self.bundle),
+            "CF_NET_PREFIX": self.prefix,
+            "CF_FLOWER_PORT": str(self.flower_port),
+            "CF_FLOWER_BIND": "127.0.0.1",
+            "DEMO_HEARTBEAT_SECONDS": "3",
+        }
+
+    def make(self, *targets: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        # Command-line variables win over compose/.env, so a developer's settings stay out.
+        args = [f"{k}={v}" for k, v in self.settings.items()]
+        return run(["make", "--no-print-directory", *targets, *args], timeout=timeout)
+
+    def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = ["docker", "compose", "--project-directory", "compose", "-f", "compose/compose.yaml"]
+        return run([*cmd, "-p", self.project, *args], timeout=timeout, env=self.env())
+
+    def compose_popen(self, *args: str) -> subprocess.Popen[str]:
+        cmd = ["docker", "compose", "--project-directory", "compose", "-f", "compose/compose.yaml"]
+        return subprocess.Popen(
+            [*cmd, "-p", self.project, *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.settings}
+
+    def containers(self, *extra: str) -> list[dict[str, Any]]:
+        ids = run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}"]
+        ).stdout.split()
+        if not ids:
+            return []
+        return list(json.loads(run(["docker", "inspect", *ids]).stdout))
+
+    def service(self, container: dict[str, Any]) -> str:
+        return str(container["Config"]["Labels"]["com.docker.compose.service"])
+
+    def primary(self) -> str:
+        """The service the Sentinels name primary (asked inside sentinel-2)."""
+        out = self.compose("exec", "-T", "sentinel-2", "redis-start", "primary")
+        assert out.returncode == 0, out.stderr
+        address = out.stdout.split()[0]
+        return {f"{self.prefix}.11": "redis-1", f"{self.prefix}.12": "redis-2"}[address]
+
+    def passwords(self) -> list[str]:
+        found = [p.read_text().split()[0] for p in (self.bundle / "secrets").iterdir()]
+        assert len(found) >= 6, found
+        return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if run(["docker", "info"]).returncode != 0:
+        pytest.fail("the Docker engine does not answer; run `bash .ci/bootstrap.sh`")
+    s = Stack(
+        project=f"cf-e2e-{secrets.token_hex(3)}",
+        bundle=tmp_path_factory.mktemp("bundle"),
+        prefix=free_prefix(),
+        flower_port=free_port(),
+    )
+    try:
+        started = time.monotonic()
+        up = s.make("up", timeout=900)
+        s.up_output = up.stdout + up.stderr
+        print(f"make up: {time.monotonic() - started:.0f} s")
+        if up.returncode != 0:
+            print(s.compose("ps", "-a").stdout, s.compose("logs", "--tail", "40").stdout)
+            pytest.fail(f"make up failed:\n{s.up_output[-4000:]}")
+        yield s
+    finally:
+        if not s.down:
+            s.make("down", timeout=180)
+
+
+def test_up_says_where_things_are_and_how_to_log_in(stack: Stack) -> None:
+    assert f"http://127.0.0.1:{stack.flower_port}/" in stack.up_output
+    assert f"{stack.bundle}/flower-credentials" in stack.up_output
+    states = {
+        stack.service(c): (c["State"]["Status"], c["State"].get("Health", {}).get("Status"))
+        for c in stack.containers()
+    }
+    assert states.pop("bundle") == ("exited", None)
+    assert states.pop("beat")[0] == "running"
+    assert set(states) == {"redis-1", "redis-2", "sentinel-1", "sentinel-2", "sentinel-3",
+                           "worker", "flower"}  # fmt: skip
+    assert all(state == ("running", "healthy") for state in states.values()), states
+    workers = [c for c in stack.containers() if stack.service(c) == "worker"]
+    assert len(workers) == 2
+
+
+def test_containers_are_hardened(stack: Stack) -> None:
+    for c in stack.containers():
+        host, name = c["HostConfig"], stack.service(c)
+        assert host["ReadonlyRootfs"] is True, name
+        assert host["CapDrop"] == ["ALL"], name
+        assert "no-new-privileges:true" in host["SecurityOpt"], name
+        if name == "bundle":
+            # The one-shot copier: root, but only to hand files to the service users.
+            assert sorted(host["CapAdd"]) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+            assert host["NetworkMode"] == "none"
+            continue
+        assert not host["CapAdd"], name
+        assert c["Config"]["User"] not in ("", "0", "root", "0:0"), name
+        assert host["RestartPolicy"]["Name"] == "unless-stopped", name
+        if name == "worker":
+            assert host["NanoCpus"] == 1_000_000_000
+            assert host["Memory"] == 512 * 1024 * 1024
+
+
+def test_only_flower_is_published_and_on_loopback(stack: Stack) -> None:
+    published = {
+        stack.service(c): bindings
+        for c in stack.containers()
+        for bindings in (c["HostConfig"]["PortBindings"] or {}).values()
+        if bindings
+    }
+    assert list(published) == ["flower"], published
+    assert published["flower"] == [{"HostIp": "127.0.0.1", "HostPort": str(stack.flower_port)}]
+
+
+def test_no_secret_in_compose_config_or_docker_inspect(stack: Stack) -> None:
+    config = stack.compose("config")
+    assert config.returncode == 0, config.stderr
+    inspected = json.dumps(stack.containers())
+    for password in stack.passwords():
+        assert password not in config.stdout
+        assert password not in inspected
+
+
+def test_bundle_files_are_private(stack: Stack) -> None:
+    for path in stack.bundle.rglob("*"):
+        if path.is_file() and path.suffix not in (".pem", ".csr"):
+            assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_smoke_tasks_come_back(stack: Stack) -> None:
+    smoke = stack.make("smoke", timeout=180)
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert "ok   add(2, 3) = 5" in smoke.stdout
+    assert "ok   group xsum x 4 = [45, 190, 435, 780]" in smoke.stdout
+    assert "FAIL" not in smoke.stdout
+    assert "Flower:" in smoke.stdout
+
+
+def test_beat_heartbeat_runs_on_a_worker(stack: Stack) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = stack.compose("logs", "worker").stdout
+        if "demo_app.tasks.heartbeat[" in logs and "succeeded" in logs:
+            return
+        time.sleep(3)
+    pytest.fail("no heartbeat task from beat succeeded on a worker within 60 s")
+
+
+def test_flower_requires_its_password(stack: Stack) -> None:
+    url = f"http://127.0.0.1:{stack.flower_port}"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{url}/api/workers", timeout=10)  # noqa: S310
+    assert denied.value.code == 401
+    credentials = (stack.bundle / "flower-credentials").read_text().strip()
+    request = urllib.request.Request(  # noqa: S310
+        f"{url}/api/workers?refresh=1",
+        headers={"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()},
+    )
+    deadline = time.monotonic() + 60
+    workers: dict[str, Any] = {}
+    while time.monotonic() < deadline and len(workers) < 2:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+            workers = json.load(answer)
+        time.sleep(2)
+    assert len(workers) == 2, workers
+
+
+def test_doctor_finds_nothing(stack: Stack) -> None:
+    # celery-fleet doctor, from a worker container, with the app's own env file.
+    doctor = stack.compose(
+        "exec", "-T", "worker", "app-start", "celery-fleet", "doctor",
+        "--env-file", "/etc/celery-fleet/celery/celery.env", "--json",
+    )  # fmt: skip
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
+    before = stack.primary()
+    load = stack.compose_popen(
+        "exec", "-T", "worker", "app-start", "smoke",
+        "--load", str(LOAD_TASKS), "--interval", "0.05", "--timeout", "150", "--json",
+    )  # fmt: skip
+    time.sleep(3)  # tasks are flowing
+    # `docker stop`, not `docker compose stop`: compose would stop the dependents too.
+    (container,) = [c["Id"] for c in stack.containers() if stack.service(c) == before]
+    stopped = run(["docker", "stop", container], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        out, err = load.communicate(timeout=240)
+    finally:
+        load.kill()
+    report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    assert report.get("ok"), f"{report}\n{err[-3000:]}"
+    assert report["completed"] == LOAD_TASKS
+    after = stack.primary()
+    assert after != before
+    again = stack.compose("exec", "-T", "worker", "app-start", "smoke", "--json", timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["ok"]
+
+
+def test_down_leaves_nothing_behind(stack: Stack) -> None:
+    down = stack.make("down", timeout=180)
+    stack.down = True
+    assert down.returncode == 0, down.stderr
+    label = f"label=com.docker.compose.project={stack.project}"
+    for kind in ("container", "network", "volume"):
+        extra = ["-a"] if kind == "container" else []
+        left = run(["docker", kind, "ls", *extra, "-q", "--filter", label]).stdout.split()
+        assert left == [], f"{kind}s left behind: {left}"
