@@ -268,11 +268,16 @@ def test_flower_port_is_closed_to_sources_outside_the_allowed_list() -> None:
 
 def test_flower_sees_the_workers_through_its_own_acl_user() -> None:
     code = f"""
-import base64, json, ssl, urllib.request
+import base64, json, ssl, time, urllib.request
 ctx = ssl.create_default_context(cafile="/etc/celery-fleet/tls/ca.pem")
-req = urllib.request.Request("{FLOWER_URL}/api/workers?refresh=1",
-    headers={{"Authorization": "Basic {base64.b64encode(FLOWER_AUTH.encode()).decode()}"}})
-print(json.dumps(sorted(json.load(urllib.request.urlopen(req, context=ctx, timeout=30)))))
+seen = set()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and len(seen) < {len(NODES)}:
+    req = urllib.request.Request("{FLOWER_URL}/api/workers?refresh=1",
+        headers={{"Authorization": "Basic {base64.b64encode(FLOWER_AUTH.encode()).decode()}"}})
+    seen |= set(json.load(urllib.request.urlopen(req, context=ctx, timeout=30)))
+    time.sleep(2)
+print(json.dumps(sorted(seen)))
 """
     workers = json.loads(sh("cf-fleet-node2", f"python3 - <<'EOF'\n{code}\nEOF").stdout)
     assert {f"default@{n}" for n in NODES} <= set(workers)
