@@ -69,9 +69,9 @@ smoke: ## Send demo tasks through the stack and print the results
 test-e2e: setup ## Compose end to end: up, hardening, secrets, smoke, beat, Flower, doctor, down
 	$(BIN)/pytest -q -p no:cacheprovider -k "not failover" tests/e2e
 
-# Not in `make test` yet: after `docker stop` of the primary, workers can hang or crash in
+# Not in `make test` yet: after `docker stop` of the primary, workers sometimes hang or crash in
 # kombu's restore of unacked messages (AttributeError in _connparams); see docs/compose.md.
-test-e2e-failover: setup ## The same plus stopping the Redis primary under load (known to fail)
+test-e2e-failover: setup ## The same plus stopping the Redis primary under load (fails intermittently)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
 TEST_TARGETS += test-e2e
