@@ -125,6 +125,15 @@ class Stack:
         address = out.stdout.split()[0]
         return {f"{self.prefix}.11": "redis-1", f"{self.prefix}.12": "redis-2"}[address]
 
+    def restarts(self) -> dict[str, int]:
+        """Docker's restart count of each worker container."""
+        return {
+            c["Name"]: int(c["RestartCount"])
+            for c in self.containers()
+            if self.service(c) == "worker"
+            and c["Config"]["Labels"].get("com.docker.compose.oneoff") != "True"
+        }
+
     def passwords(self) -> list[str]:
         found = [p.read_text().split()[0] for p in (self.bundle / "secrets").iterdir()]
         assert len(found) >= 6, found
@@ -265,22 +274,36 @@ def test_doctor_finds_nothing(stack: Stack) -> None:
 
 def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
     before = stack.primary()
+    restarts = stack.restarts()
+    # The producer runs in its own one-off container (same image, network and config as a
+    # worker), so a worker that restarts cannot take the producer and its report with it.
     load = stack.compose_popen(
-        "exec", "-T", "worker", "app-start", "smoke",
+        "run", "--rm", "--no-deps", "-T", "worker", "app-start", "smoke",
         "--load", str(LOAD_TASKS), "--interval", "0.05", "--timeout", "150", "--json",
     )  # fmt: skip
-    time.sleep(3)  # tasks are flowing
+    time.sleep(5)  # the one-off container is up and tasks are flowing
     # `docker stop`, not `docker compose stop`: compose would stop the dependents too.
     (container,) = [c["Id"] for c in stack.containers() if stack.service(c) == before]
     stopped = run(["docker", "stop", container], timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     try:
-        out, err = load.communicate(timeout=240)
+        out, err = load.communicate(timeout=300)
     finally:
         load.kill()
     report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    assert report.get("ok"), f"{report}\n{err[-3000:]}"
-    assert report["completed"] == LOAD_TASKS
+    logs = stack.compose("logs", "--no-color", "worker").stdout.splitlines()
+    quiet = ("] received", "] succeeded in")  # the task traffic; keep the rest
+    diagnosis = (
+        f"{report}\nproducer stderr: {err[-2000:]}\nworker restarts: {restarts} -> "
+        f"{stack.restarts()}\n"
+        + "\n".join(
+            ln for ln in logs if not ln.endswith(quiet) and not any(q in ln for q in quiet)
+        )[-8000:]
+    )
+    assert report.get("ok"), diagnosis
+    assert report["completed"] == LOAD_TASKS, diagnosis
+    # No worker had to be restarted by Docker to get there.
+    assert stack.restarts() == restarts, diagnosis
     after = stack.primary()
     assert after != before
     again = stack.compose("exec", "-T", "worker", "app-start", "smoke", "--json", timeout=180)
