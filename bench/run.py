@@ -310,12 +310,12 @@ def footprint(quick: bool) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
-# converge: first and second run of the three-node playbook (molecule scenario ha)
+# converge: first and second run of the three-node site playbook (molecule scenario fleet)
 # --------------------------------------------------------------------------------------
 def _molecule(*args: str) -> tuple[float, str]:
     started = time.perf_counter()
     proc = subprocess.run(
-        [str(ROOT / ".venv/bin/molecule"), *args],
+        [str(ROOT / ".venv/bin/molecule"), "-c", "molecule/base.yml", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -328,7 +328,9 @@ def _molecule(*args: str) -> tuple[float, str]:
 
 
 def converge(quick: bool) -> dict[str, Any]:
-    scenario = "ha"
+    # The three-node site playbook (Redis, Sentinels, Celery, Flower): the `fleet` scenario,
+    # the same path as `make deploy` (needs `make molecule-image wheelhouse`: make bench).
+    scenario = "fleet"
     if not (ROOT / "molecule" / scenario / "molecule.yml").exists():
         return {"skipped": f"no molecule scenario {scenario}"}
     try:
@@ -337,7 +339,14 @@ def converge(quick: bool) -> dict[str, Any]:
         second, log = _molecule("converge", "-s", scenario)
     finally:
         subprocess.run(
-            [str(ROOT / ".venv/bin/molecule"), "destroy", "-s", scenario],
+            [
+                str(ROOT / ".venv/bin/molecule"),
+                "-c",
+                "molecule/base.yml",
+                "destroy",
+                "-s",
+                scenario,
+            ],
             cwd=ROOT,
             capture_output=True,
             check=False,
