@@ -37,12 +37,14 @@ test-unit: setup ## Fast tests: settings, CLI, no servers
 test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback, fault suite
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults
 
-# Each layer adds its own targets and its part of `test` in mk/*.mk.
+# Each layer adds its own targets to one of the two lanes of `test` in mk/*.mk: the
+# process lane (TEST_TARGETS) and the systemd lane (TEST_SYSTEMD_TARGETS, molecule).
 TEST_TARGETS := lint test-unit test-integration
+TEST_SYSTEMD_TARGETS :=
 -include mk/*.mk
 
-test: ## Everything CI runs: lint, unit, integration, molecule, compose end to end
-	@for t in $(TEST_TARGETS); do echo "==> make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
+test: setup ## Everything CI runs, two lanes side by side (TEST_LANES=1: one after the other)
+	@bash .ci/lanes.sh "$(TEST_TARGETS)" "$(TEST_SYSTEMD_TARGETS)"
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

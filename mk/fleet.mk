@@ -39,4 +39,4 @@ verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make ver
 test-molecule-fleet: setup molecule-image wheelhouse ## Molecule: 3 nodes, site.yml, tasks across hosts, kill -9, warm stop, one beat, Flower auth, doctor
 	cd $(CURDIR) && $(BIN)/molecule -c molecule/base.yml test -s fleet
 
-TEST_TARGETS += test-molecule-fleet
+TEST_SYSTEMD_TARGETS += test-molecule-fleet

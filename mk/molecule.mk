@@ -16,4 +16,4 @@ test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sen
 
 test-molecule: test-molecule-default test-molecule-ha ## Both molecule scenarios
 
-TEST_TARGETS += test-molecule
+TEST_SYSTEMD_TARGETS += test-molecule
