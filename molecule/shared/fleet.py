@@ -3,11 +3,11 @@ re-running the converge playbook. Real servers only; nothing here is mocked."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,15 +15,14 @@ from typing import Any
 
 import redis
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 MOLECULE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_DIR = MOLECULE_DIR.parent
+# tests/: the real-process harness (`harness.pki`, `harness.worker`), importable as pytest
+# sees it from the repository root (the verifier runs pytest from the scenario folder).
+TESTS_DIR = PROJECT_DIR / "tests"
 
 
 def scenario_name() -> str:
@@ -141,24 +140,13 @@ def sentinel(host: str) -> redis.Redis:
 
 
 def other_ca(tmp: Path) -> str:
-    """A CA that signed nothing on the nodes: the server's certificate must fail against it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the fleet CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / "other-ca.pem"
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
+    """A CA that signed nothing on the nodes: the server's certificate must fail against it.
+    The test harness's throwaway PKI (tests/harness/pki.py) makes it."""
+    if str(TESTS_DIR) not in sys.path:
+        sys.path.append(str(TESTS_DIR))
+    from harness.pki import Pki
+
+    return str(Pki.create(tmp / "pki").other_ca)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:

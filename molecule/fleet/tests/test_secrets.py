@@ -1,0 +1,111 @@
+"""No secret of the fleet appears in the deployment's output or in the nodes' journals.
+
+Runs after test_fleet.py (file order), so the journals hold the converge, idempotence, the
+tests' restarts and the verbose converge below. The secrets are read from the scenario's
+inventory (molecule/base.yml + molecule/fleet/molecule.yml), not copied here.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import fleet
+import pytest
+
+NODES = [p["name"] for p in fleet.platforms()]
+
+
+def _secret_values(value: Any, key: str = "") -> Iterator[str]:
+    """Every value under a key that names a password or secret, nested lists/dicts too
+    (redis_extra_acl_users: [{name, password, rules}])."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _secret_values(v, str(k))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_values(item, key)
+    elif value and any(word in key.lower() for word in ("password", "secret", "token")):
+        yield str(value)
+
+
+def secrets() -> list[str]:
+    found = sorted(set(_secret_values(fleet.group_vars())))
+    # base.yml's six Redis/Sentinel passwords and Flower's two: a parsing slip fails here.
+    assert len(found) >= 8, f"only {len(found)} secrets found in the inventory"
+    return found
+
+
+def forms(secret: str) -> list[str]:
+    """The secret as it could leak: plain, URL-quoted, and inside an HTTP basic-auth header
+    for the users the fleet gives it to."""
+    users = ("admin", "celery", "flower", "monitor", "replication", "sentinel")
+    encoded = [base64.b64encode(f"{u}:{secret}".encode()).decode() for u in users]
+    return sorted({secret, quote(secret, safe=""), *encoded})
+
+
+def leaks(text: str) -> list[str]:
+    """Which secrets (by inventory position, never by value) occur in text."""
+    return [
+        f"secret #{i} ({'plain' if form == secret else 'encoded'})"
+        for i, secret in enumerate(secrets())
+        for form in forms(secret)
+        if form in text
+    ]
+
+
+def test_a_verbose_converge_prints_no_secret() -> None:
+    result = fleet.converge(["-vv"])
+    output = result.stdout + result.stderr
+    found = leaks(output)  # first: the failure messages below print the output
+    assert not found, f"secrets in `ansible-playbook -vv` output: {found}"
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert fleet.recap(result.stdout), "no PLAY RECAP: the playbook did not run"
+    assert "censored" in output  # -vv really shows task results; the secret ones are hidden
+
+
+def journal(node: str) -> list[str]:
+    """Every entry of every unit (and sudo's) on the node, as plain lines."""
+    text = subprocess.run(
+        ["docker", "exec", node, "journalctl", "--no-pager", "-o", "cat"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    # Not an empty journal passing by accident: the fleet's services logged here.
+    assert "celery" in text
+    assert "redis" in text.lower()
+    return text.splitlines()
+
+
+def sudo_env_line(line: str) -> bool:
+    """sudo's log of a become command line that carries a task's `environment:`
+    (Ansible prefixes it: ``COMMAND=/bin/sh -c '... ; NAME=value /usr/bin/python3'``)."""
+    return "COMMAND=" in line and "BECOME-SUCCESS" in line
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_the_journal_holds_no_secret_outside_sudo_command_lines(node: str) -> None:
+    everything = journal(node)
+    assert any(sudo_env_line(line) for line in everything), "no become line: sudo not logged?"
+    lines = [line for line in everything if not sudo_env_line(line)]
+    found = leaks("\n".join(lines))
+    assert not found, f"secrets in the journal of {node}: {found}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known leak (found by this test): roles redis/redis_sentinel pass redis-cli's "
+    "password as `environment: REDISCLI_AUTH`; with become, Ansible puts it on the sudo "
+    "command line and sudo logs that line to the journal (and `ps` shows it meanwhile). "
+    "Fix in the roles: `redis-cli --askpass` with the password on the task's `stdin:`.",
+)
+@pytest.mark.parametrize("node", NODES)
+def test_sudo_command_lines_in_the_journal_hold_no_secret(node: str) -> None:
+    lines = [line for line in journal(node) if sudo_env_line(line)]
+    found = leaks("\n".join(lines))
+    assert not found, f"secrets in sudo's command lines on {node}: {found}"
