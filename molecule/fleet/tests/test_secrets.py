@@ -97,13 +97,9 @@ def test_the_journal_holds_no_secret_outside_sudo_command_lines(node: str) -> No
     assert not found, f"secrets in the journal of {node}: {found}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known leak (found by this test): roles redis/redis_sentinel pass redis-cli's "
-    "password as `environment: REDISCLI_AUTH`; with become, Ansible puts it on the sudo "
-    "command line and sudo logs that line to the journal (and `ps` shows it meanwhile). "
-    "Fix in the roles: `redis-cli --askpass` with the password on the task's `stdin:`.",
-)
+# Found by this test: roles passed redis-cli's password as `environment: REDISCLI_AUTH`;
+# with become, Ansible puts environment variables on the sudo command line and sudo logs that
+# line (ps shows it meanwhile). The role now gives it on stdin (redis-cli --askpass).
 @pytest.mark.parametrize("node", NODES)
 def test_sudo_command_lines_in_the_journal_hold_no_secret(node: str) -> None:
     lines = [line for line in journal(node) if sudo_env_line(line)]
