@@ -17,10 +17,10 @@ def role(node: str) -> str:
     return str(fleet.admin(node).info("replication")["role"])
 
 
-def primaries_seen() -> dict[str, str | None]:
+def primaries_seen(nodes: list[str] | None = None) -> dict[str, str | None]:
     """What each reachable Sentinel says the primary is (None when it cannot be asked)."""
     seen: dict[str, str | None] = {}
-    for node in NODES:
+    for node in NODES if nodes is None else nodes:
         try:
             addr = fleet.sentinel(node).execute_command(
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER

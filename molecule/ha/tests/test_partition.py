@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 import fleet
 import pytest
-import redis
 from celery import Celery
+from test_ha import node_of, primaries_seen
 
 from celery_fleet.settings import load
 from harness.worker import Worker
@@ -43,23 +43,6 @@ RATE = 20.0  # tasks per second
 STALL_LIMIT = 60.0  # s without progress: a hang, a finding
 # The role's default TLS paths on the nodes (roles/redis/defaults/main.yml).
 TLS_DIR = "/etc/redis/tls"
-
-
-def primaries_seen(nodes: list[str]) -> dict[str, str | None]:
-    seen: dict[str, str | None] = {}
-    for node in nodes:
-        try:
-            addr = fleet.sentinel(node).execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER
-            )
-            seen[node] = addr[0].decode() if addr else None
-        except redis.RedisError:
-            seen[node] = None
-    return seen
-
-
-def node_of(address: str) -> str:
-    return next(n for n in NODES if fleet.address(n) == address)
 
 
 def celery_env() -> dict[str, str]:
