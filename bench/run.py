@@ -399,7 +399,7 @@ def markdown(results: dict[str, Any]) -> str:
     c = results.get("converge")
     if c and "first_s" in c:
         lines += [
-            "## Converge (molecule ha, three nodes)",
+            f"## Converge (molecule {c['scenario']}: playbooks/site.yml on three nodes)",
             "",
             f"First run {c['first_s']} s, second {c['second_s']} s "
             f"({c['second_over_first']} of the first), changed on the second: "
