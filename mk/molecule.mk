@@ -17,5 +17,4 @@ test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sen
 test-molecule: test-molecule-default test-molecule-ha ## Both molecule scenarios
 
 # Lanes of `make test` (Makefile): balanced by measured durations.
-TEST_TARGETS += test-molecule-default
-TEST_SYSTEMD_TARGETS += test-molecule-ha
+TEST_TARGETS += test-molecule-default test-molecule-ha
