@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import fleet
 import pytest
+import redis
 from celery import Celery
 from test_ha import node_of, primaries_seen
 
@@ -196,6 +197,18 @@ def test_partitioned_primary_stops_writes_and_loses_at_most_the_bound(
     assert to_write == 1, "the ha scenario sets redis_min_replicas_to_write: 1"
     assert admin.info("replication")["connected_slaves"] == 2
 
+    def accepts_writes() -> bool:
+        # After the earlier tests' failover and re-converge a replica may still be syncing
+        # or lagging: with min-replicas-to-write the primary refuses writes (NOREPLICAS) until
+        # one is good again, and a worker starting then exits (seen once in CI).
+        try:
+            return bool(admin.set("cf:partition:ready", "1", ex=60))
+        except redis.ResponseError as exc:
+            if "NOREPLICAS" in str(exc):
+                return False
+            raise
+
+    fleet.wait_for(accepts_writes, 120, f"{old} to accept writes (a good replica)")
     env = celery_env()
     worker = Worker(
         app="fleet_app", env=env, folder=tmp_path / "worker", pythonpath=[INTEGRATION]
