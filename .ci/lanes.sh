@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make test` in two lanes side by side: the process lane (lint, unit, integration, compose
-# end to end) and the systemd lane (the molecule scenarios). The molecule scenarios spend
-# most of their time waiting on containers, systemd and Sentinel timers, so the two lanes
+# `make test` in two lanes side by side (which target goes where: mk/*.mk, balanced by
+# measured durations): lane "process" (lint, unit, integration, compose end to end, molecule
+# default and ha) and lane "systemd" (molecule fleet, the longest scenario). Molecule spends
+# most of its time waiting on containers, systemd and Sentinel timers, so the two lanes
 # share the two cores well (sequential: TEST_LANES=1 make test).
 # Usage: lanes.sh "<targets of lane 1>" "<targets of lane 2>"
 set -o errexit -o pipefail -o nounset
