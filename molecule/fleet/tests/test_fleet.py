@@ -140,8 +140,15 @@ def test_worker_unit_runs_in_the_foreground_and_stops_warm(node: str) -> None:
 @pytest.mark.parametrize("node", NODES)
 def test_env_file_and_key_are_private(node: str) -> None:
     env = host(node).file(ENV_FILE)
-    assert env.mode == 0o600
+    # Readable by the service group, writable by root only: the service user cannot change
+    # what root-started helpers read.
+    assert env.mode == 0o640
     assert env.user == "root"
+    assert env.group == "celery"
+    flower_env = host(node).file("/etc/flower/celery.env")
+    if flower_env.exists:
+        assert flower_env.mode == 0o640
+        assert (flower_env.user, flower_env.group) == ("root", "flower")
     key = host(node).file("/etc/celery-fleet/tls/client.key")
     assert key.mode == 0o600
     assert key.user == "celery"
