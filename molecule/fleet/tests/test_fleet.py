@@ -290,6 +290,42 @@ print(json.dumps(sorted(seen)))
     assert {f"default@{n}" for n in NODES} <= set(workers)
 
 
+FLOWER_REDIS = ("flower", "mol-FlowerAcl-8d2f4a6c1e3b5d79")
+
+
+def as_flower(command: str) -> str:
+    """One redis-cli command on the Flower node as Flower's ACL user; its answer."""
+    user, password = FLOWER_REDIS
+    tls = "/etc/celery-fleet/tls"
+    return sh(
+        FLOWER_NODE,
+        f"REDISCLI_AUTH={password} redis-cli --tls --cacert {tls}/ca.pem --cert {tls}/client.pem "
+        f"--key {tls}/client.key -h {ADDRESS[FLOWER_NODE]} -p 6379 --user {user} {command}",
+    ).stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "KEYS '*'",
+        "CLIENT KILL ID 999999",
+        "CLIENT PAUSE 10",
+        "DEL _kombu.binding.default",
+        "SREM _kombu.binding.default x",
+        "PUBLISH __sentinel__:hello forged",
+        "SUBSCRIBE __sentinel__:hello",
+        "CONFIG GET '*'",
+        "FLUSHALL",
+    ],
+)
+def test_the_flower_user_cannot_freeze_the_broker_or_drop_routes(command: str) -> None:
+    assert "NOPERM" in as_flower(command)
+
+
+def test_the_flower_user_still_reads_queue_lengths() -> None:
+    assert as_flower("LLEN default").strip().isdigit()
+
+
 def test_flower_recovers_from_a_corrupt_state_db() -> None:
     node = FLOWER_NODE
     sh(node, "systemctl stop flower.service")

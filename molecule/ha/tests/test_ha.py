@@ -47,9 +47,8 @@ def test_each_node_listens_on_the_tls_ports_only(host) -> None:
 def test_sentinel_config_is_private_and_writable_by_sentinel(host) -> None:
     f = host.file("/etc/redis/sentinel.conf")
     assert f.user == "redis"
-    # The role writes 0600; Sentinel's own rewrite (umask 007 in Debian's unit) may leave
-    # 0660. Either way nobody outside the redis user and group can read the password.
-    assert f.mode & 0o007 == 0, oct(f.mode)
+    # The role writes 0600 and the unit's UMask=0077 keeps Sentinel's own rewrites 0600.
+    assert f.mode == 0o600, oct(f.mode)
     assert host.file("/etc/redis").user == "redis"
     assert host.service("redis-sentinel").is_running
 
@@ -171,6 +170,29 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
             60,
             f"CKQUORUM OK on {node} after the failover",
         )
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_config_files_stay_0600_after_the_failover_rewrites_them(node: str) -> None:
+    for path in ("/etc/redis/redis.conf", "/etc/redis/sentinel.conf", "/etc/redis/users.acl"):
+        owner_mode = fleet.docker("exec", node, "stat", "-c", "%U %a", path).strip()
+        assert owner_mode == "redis 600", f"{path} on {node}: {owner_mode}"
+
+
+def test_the_app_user_cannot_forge_a_sentinel_hello() -> None:
+    """A forged hello on __sentinel__:hello would make the Sentinels follow another primary."""
+    primary = node_of(str(primaries_seen()[NODES[0]]))
+    app = fleet.app(primary)
+    forged = ",".join(
+        [fleet.address(primary), "26379", "f" * 40, "99", MASTER, "192.0.2.66", "6379", "99"]
+    )
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.publish("__sentinel__:hello", forged)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("SUBSCRIBE", "__sentinel__:hello")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("PSUBSCRIBE", "*")
+    assert set(primaries_seen().values()) == {fleet.address(primary)}
 
 
 def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary() -> None:
