@@ -195,6 +195,7 @@ def test_the_app_user_cannot_forge_a_sentinel_hello() -> None:
     assert set(primaries_seen().values()) == {fleet.address(primary)}
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary() -> None:
     before = primaries_seen()
     assert len(set(before.values())) == 1
@@ -212,6 +213,7 @@ def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary
     assert role(BOOTSTRAP_PRIMARY) == "slave"
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -> None:
     """Sentinels all down and a setting changed (redis.conf is re-rendered): the role asks the
     data nodes, so the new primary stays primary instead of the inventory's bootstrap choice."""
@@ -238,6 +240,7 @@ def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -
     )
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_preflight_refuses_a_quorum_larger_than_the_sentinels() -> None:
     result = fleet.converge(["-e", "redis_sentinel_quorum=4", "--tags", "redis_sentinel_preflight"])
     assert result.returncode != 0
