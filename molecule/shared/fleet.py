@@ -136,7 +136,25 @@ def admin(host: str) -> redis.Redis:
 
 
 def sentinel(host: str) -> redis.Redis:
-    return client(host, 26379, password=group_vars()["redis_sentinel_password"])
+    """The Sentinel's administrator (what Ansible and operators use)."""
+    gv = group_vars()
+    return client(
+        host,
+        26379,
+        username=gv.get("redis_sentinel_admin_user", "admin"),
+        password=gv["redis_sentinel_password"],
+    )
+
+
+def sentinel_client(host: str) -> redis.Redis:
+    """The Sentinel's client user: what workers, beat and Flower hold."""
+    gv = group_vars()
+    return client(
+        host,
+        26379,
+        username=gv.get("redis_sentinel_client_user", "discover"),
+        password=gv["redis_sentinel_client_password"],
+    )
 
 
 def other_ca(tmp: Path) -> str:

@@ -114,6 +114,37 @@ def test_sentinels_refuse_plaintext_and_wrong_passwords() -> None:
         fleet.client(node, 26379).ping()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["SENTINEL", "MONITOR", "evil", "192.0.2.66", "6379", "1"],
+        ["SENTINEL", "REMOVE", MASTER],
+        ["SENTINEL", "SET", MASTER, "down-after-milliseconds", "1"],
+        ["SENTINEL", "FAILOVER", MASTER],
+        ["SENTINEL", "RESET", "*"],
+        ["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"],
+        ["SENTINEL", "IS-MASTER-DOWN-BY-ADDR", "127.0.0.1", "6379", "0", "*"],
+        ["PUBLISH", "__sentinel__:hello", "forged"],
+        ["SUBSCRIBE", "__sentinel__:hello"],
+        ["ACL", "LIST"],
+        ["CONFIG", "GET", "*"],
+        ["SHUTDOWN"],
+    ],
+    ids=lambda c: "-".join(c[:2]).lower(),
+)
+def test_the_client_user_of_the_sentinels_cannot_change_anything(command: list[str]) -> None:
+    """Workers and Flower hold this user: discovery only, every write refused."""
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        fleet.sentinel_client(NODES[0]).execute_command(*command)
+
+
+def test_the_client_user_of_the_sentinels_finds_the_primary() -> None:
+    s = fleet.sentinel_client(NODES[1])
+    addr = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+    assert addr[0].decode() == fleet.address(BOOTSTRAP_PRIMARY)
+    assert s.execute_command("SENTINEL", "SENTINELS", MASTER)
+
+
 def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
     old = BOOTSTRAP_PRIMARY
     fleet.app(old).set("mol:ha:before-failover", "kept")
