@@ -137,6 +137,19 @@ def test_worker_unit_runs_in_the_foreground_and_stops_warm(node: str) -> None:
     assert "multi" not in props["ExecStart"].split()
 
 
+@pytest.mark.parametrize(
+    "unit", [WORKER_UNIT, "celery-beat.service", "flower.service"], ids=["worker", "beat", "flower"]
+)
+def test_units_are_sandboxed_to_an_exposure_of_at_most_2(unit: str) -> None:
+    """`systemd-analyze security` on the running unit. PrivateUsers= is off in this scenario
+    (systemd cannot set up a user namespace in these containers: 217/USER); it would take
+    another 0.2 off. Everything else in systemd/sandbox.conf.j2 is on."""
+    out = sh(BEAT_NODE, f"systemd-analyze security --no-pager {unit}").stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out[-2000:]
+    assert float(match.group(1)) <= 2.0, out
+
+
 @pytest.mark.parametrize("node", NODES)
 def test_env_file_and_key_are_private(node: str) -> None:
     env = host(node).file(ENV_FILE)
