@@ -21,7 +21,7 @@ import pytest
 from celery import Celery
 
 from harness import envs
-from harness.redis_procs import Auth, Listen, Node, RedisFleet
+from harness.redis_procs import APP_USER, Auth, Listen, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker
 
 TIMEOUT = 30
@@ -51,7 +51,7 @@ def tcp_acl_user(fleet: RedisFleet) -> Case:
         "CELERY_BROKER_URL": envs.url(fleet, node, 2),
         "CELERY_RESULT_BACKEND": envs.url(fleet, node, 3),
     }
-    assert env["CELERY_BROKER_URL"].startswith("redis://app:")
+    assert env["CELERY_BROKER_URL"].startswith(f"redis://{APP_USER}:")
     return Case(env, node, 3)
 
 
