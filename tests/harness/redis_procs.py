@@ -316,7 +316,13 @@ class RedisFleet:
     ) -> dict[str, Any]:
         """Role redis_sentinel inputs for this Sentinel."""
         s = self.secrets
-        acl = primary.auth is Auth.ACL
+        # ACL data nodes: the role's sentinel user (its default name); requirepass data
+        # nodes: no user, their one password (as the role documents).
+        login = (
+            {"redis_sentinel_auth_password": s.sentinel_user}
+            if primary.auth is Auth.ACL
+            else {"redis_sentinel_auth_user": "", "redis_sentinel_auth_password": s.app}
+        )
         return {
             "inventory_hostname": node.name,  # redis_sentinel_myid derives from it
             "redis_sentinel_address": HOST,
@@ -337,13 +343,7 @@ class RedisFleet:
             "redis_sentinel_quorum": quorum,
             "redis_sentinel_down_after_milliseconds": down_after_ms,
             "redis_sentinel_failover_timeout": failover_ms,
-            # requirepass data nodes: no user, their one password (as the role documents).
-            "redis_sentinel_auth_user": render.role_defaults("redis_sentinel")[
-                "redis_sentinel_auth_user"
-            ]
-            if acl
-            else "",
-            "redis_sentinel_auth_password": s.sentinel_user if acl else s.app,
+            **login,
         }
 
     # --- process control ---------------------------------------------------------------
