@@ -61,7 +61,7 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     "task_soft_time_limit": 600,
     "task_time_limit": 900,
     "task_track_started": True,
-    # The real setting name (seed 002 says task_send_sent_signal, which Celery ignores).
+    # The real setting name (a common snippet says task_send_sent_signal, which Celery ignores).
     "task_send_sent_event": True,
     "worker_send_task_events": True,
     "result_expires": 3600,
