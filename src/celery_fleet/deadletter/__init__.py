@@ -10,7 +10,7 @@ a failure: Celery sends ``task_failure`` only when the task gives up (see the Ce
 Modules, one job each: ``config`` (the CELERY_FLEET_DEAD_LETTER* variables), ``entry``
 (what one entry holds), ``writer`` (XADD that never fails the worker), ``capture`` (the
 worker hooks), ``store`` (read, delete, purge, metrics), ``requeue`` (publish again),
-``operator`` (the operator's connection), ``render`` (tables for people). See
+``operator`` (the operator's connection), ``commands`` (the CLI's actions). See
 docs/deadletters.md.
 """
 
