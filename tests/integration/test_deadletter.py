@@ -1,0 +1,333 @@
+"""Dead letters on real workers, on a real TLS + ACL redis-server.
+
+The Redis users are the role's: their rules come from roles/redis/defaults/main.yml through
+the shipped templates/users.acl.j2 (rendered here as Ansible renders it), so these tests
+prove the ACL a deployment gets: the worker, as the app user, can add entries and nothing
+else on the stream; the operator user reads, deletes and requeues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import redis
+import yaml
+
+from celery_fleet.deadletter import Config, Entry, store, writer
+from harness import envs
+from harness.redis_procs import HOST, Node, RedisFleet
+from harness.worker import MakeClient, StartWorker, Worker
+
+REPO = Path(__file__).resolve().parents[2]
+INTEGRATION = REPO / "tests" / "integration"
+KEY = "celery-fleet:dead-letters"
+
+
+def role_defaults(**overrides: str) -> dict[str, Any]:
+    """roles/redis/defaults/main.yml with its Jinja evaluated (as Ansible does, lazily:
+    rendered until no expression is left)."""
+    values: dict[str, Any] = {
+        **yaml.safe_load((REPO / "roles/redis/defaults/main.yml").read_text()),
+        **overrides,
+    }
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701 (not HTML)
+    env.filters["hash"] = lambda value, algo: hashlib.new(algo, str(value).encode()).hexdigest()
+    for _ in range(5):
+        for name, value in values.items():
+            if isinstance(value, str) and ("{{" in value or "{%" in value):
+                # A value that needs inventory facts is no ACL input: left as it is.
+                with contextlib.suppress(jinja2.UndefinedError):
+                    values[name] = env.from_string(value).render(**values)
+    values["_render"] = env
+    return values
+
+
+@dataclass
+class Deployment:
+    """A TLS + ACL primary whose app and operator users are the role's, and the envs."""
+
+    fleet: RedisFleet
+    node: Node
+    app_user: str
+    app_password: str
+    operator_user: str
+    operator_password: str
+    env: dict[str, str]  # the app's celery.env
+    operator_env: dict[str, str]  # what an operator adds
+
+    def as_user(self, user: str, password: str) -> redis.Redis:
+        return self.fleet.client(self.node, username=user, password=password)
+
+    def admin(self) -> redis.Redis:
+        return self.fleet.client(self.node)
+
+    def entries(self) -> list[Entry]:
+        return list(store.iterate(self.admin(), KEY))
+
+    def wait_for_entries(self, count: int, timeout: float = 30.0) -> list[Entry]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.entries()
+            if len(found) >= count:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{count} dead letters expected, found {self.entries()}")
+
+
+@pytest.fixture
+def deployment(redis_fleet: RedisFleet) -> Deployment:
+    node = redis_fleet.server("redis-1")
+    app_password, operator_password = "app-Pw-0123456789abcdef", "op-Pw-fedcba9876543210"
+    values = role_defaults(
+        redis_app_password=app_password, redis_deadletter_password=operator_password
+    )
+    template = values["_render"].from_string((REPO / "templates/users.acl.j2").read_text())
+    admin = redis_fleet.client(node)
+    wanted = {values["redis_app_user"], values["redis_deadletter_user"]}
+    for line in template.render(**values).splitlines():
+        words = line.split()
+        if len(words) > 2 and words[0] == "user" and words[1] in wanted:
+            admin.execute_command("ACL", "SETUSER", *words[1:])
+    broker = f"rediss://{values['redis_app_user']}:{app_password}@{HOST}:{node.port}"
+    env = {
+        "CELERY_BROKER_URL": f"{broker}/0",
+        "CELERY_RESULT_BACKEND": f"{broker}/1",
+        **envs.tls(redis_fleet),
+    }
+    return Deployment(
+        fleet=redis_fleet,
+        node=node,
+        app_user=values["redis_app_user"],
+        app_password=app_password,
+        operator_user=values["redis_deadletter_user"],
+        operator_password=operator_password,
+        env=env,
+        operator_env={
+            "CELERY_FLEET_DEAD_LETTER_USERNAME": values["redis_deadletter_user"],
+            "CELERY_FLEET_DEAD_LETTER_PASSWORD": operator_password,
+        },
+    )
+
+
+@pytest.fixture
+def worker(deployment: Deployment, start_worker: StartWorker) -> Worker:
+    return start_worker(deployment.env, app="deadletter_app", pythonpath=[INTEGRATION])
+
+
+@pytest.fixture
+def cli(deployment: Deployment, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Run ``celery-fleet dead-letters ...`` as an operator would: the app's env file plus
+    one with the operator's login; JSON output parsed."""
+    app_env = tmp_path / "celery.env"
+    app_env.write_text("".join(f"{k}={v}\n" for k, v in deployment.env.items()))
+    operator_env = tmp_path / "deadletter.env"
+    operator_env.write_text("".join(f"{k}={v}\n" for k, v in deployment.operator_env.items()))
+    operator_env.chmod(0o600)
+
+    def run(*args: str, operator: bool = True, expect: int = 0) -> Any:
+        files = ["--env-file", str(app_env)]
+        if operator:
+            files += ["--env-file", str(operator_env)]
+        done = subprocess.run(
+            [sys.executable, "-m", "celery_fleet.cli", "dead-letters", *args, *files, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == expect, done.stdout + done.stderr
+        return json.loads(done.stdout) if done.stdout.strip() else done.stderr
+
+    return run
+
+
+def runs(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_each_way_of_dying_leaves_exactly_one_entry_and_a_retry_none(
+    deployment: Deployment, worker: Worker, celery_client: MakeClient, tmp_path: Path
+) -> None:
+    app = celery_client(deployment.env)
+    started = time.time()
+    # Fails once, retried, succeeds: not dead. Waited for first, so it cannot hide behind
+    # the others.
+    recovered = app.send_task("dl.fails_once", args=[str(tmp_path / "once")])
+    assert recovered.get(timeout=30) == "ok"
+    assert runs(tmp_path / "once") == 2
+
+    failing = app.send_task(
+        "dl.always_fails", args=[str(tmp_path / "always")], kwargs={"note": "n"}
+    )
+    slow = app.send_task("dl.too_slow", args=[str(tmp_path / "slow")])
+    unknown = app.send_task("dl.no_such_task", args=[1, "two"], kwargs={"three": 3})
+    with app.connection_for_write() as conn, conn.Producer() as producer:
+        # Not a task at all: no task header, a body that is not JSON.
+        producer.publish(b"\xff{not json", routing_key="default", content_type="application/json")
+        # A task message whose body cannot be decoded.
+        producer.publish(
+            b"\xff{not json either",
+            routing_key="default",
+            content_type="application/json",
+            headers={"task": "dl.always_fails", "id": "malformed-1"},
+        )
+    found = deployment.wait_for_entries(5)
+    time.sleep(3)  # anything written twice (a hard time limit is reported twice) shows now
+    found = deployment.entries()
+
+    by_id = {e.task_id: e for e in found}
+    assert len(found) == 5, [(e.reason, e.name, e.task_id) for e in found]
+    assert recovered.id not in by_id
+
+    dead = by_id[failing.id]
+    assert (dead.reason, dead.name, dead.queue) == ("failed", "dl.always_fails", "default")
+    assert json.loads(dead.args) == [str(tmp_path / "always")]
+    assert json.loads(dead.kwargs) == {"note": "n"}
+    assert (dead.exc_type, dead.exc_message) == ("Boom", "run 3 failed (n)")
+    assert dead.retries == 2
+    assert runs(tmp_path / "always") == 3
+    assert "deadletter_app.py" in dead.traceback
+    assert "Boom: run 3 failed" in dead.traceback
+    assert dead.hostname == worker.nodename
+    assert started <= dead.failed_at <= time.time()
+    assert dead.requeueable
+
+    timed_out = by_id[slow.id]
+    assert (timed_out.reason, timed_out.name) == ("time-limit", "dl.too_slow")
+    assert timed_out.exc_type == "TimeLimitExceeded"
+    assert timed_out.queue == "default"
+    assert json.loads(timed_out.args) == [str(tmp_path / "slow")]
+    assert timed_out.hostname == worker.nodename
+
+    missing = by_id[unknown.id]
+    assert (missing.reason, missing.name, missing.exc_type) == (
+        "unknown",
+        "dl.no_such_task",
+        "NotRegistered",
+    )
+    assert missing.call() == ([1, "two"], {"three": 3})
+
+    malformed = by_id["malformed-1"]
+    assert (malformed.reason, malformed.name) == ("undecodable", "dl.always_fails")
+    assert malformed.exc_type == "DecodeError"
+    assert "not json either" in malformed.body
+    assert not malformed.requeueable
+    anonymous = by_id[""]
+    assert anonymous.reason == "undecodable"
+    assert "not json" in anonymous.body
+    assert anonymous.queue == "default"
+
+
+def test_requeue_sends_the_task_again_with_a_link_and_removes_the_entry(
+    deployment: Deployment, worker: Worker, celery_client: MakeClient, tmp_path: Path, cli: Any
+) -> None:
+    app = celery_client(deployment.env)
+    counter, allowed = tmp_path / "runs", tmp_path / "allowed"
+    first = app.send_task("dl.fails_until", args=[str(counter), str(allowed)])
+    (entry,) = deployment.wait_for_entries(1)
+    assert entry.task_id == first.id
+
+    listed = cli("list")
+    assert [e["entry_id"] for e in listed] == [entry.entry_id]
+    assert cli("show", entry.entry_id)["args"] == [str(counter), str(allowed)]
+
+    # Requeued while the cause is still there: it dies again, and says where it came from.
+    sent = cli("requeue", entry.entry_id)
+    assert sent["problems"] == []
+    (again,) = sent["requeued"]
+    assert again["old_task_id"] == first.id
+    assert again["new_task_id"] != first.id
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = deployment.entries()
+        if found and found[0].entry_id != entry.entry_id:
+            break
+        time.sleep(0.2)
+    (second,) = deployment.entries()  # the old entry is gone, the new one is there
+    assert second.task_id == again["new_task_id"]
+    assert second.requeued_from == first.id
+    assert runs(counter) == 2
+
+    # The cause fixed: requeue everything of that task; it runs and succeeds.
+    allowed.touch()
+    sent = cli("requeue", "--all", "--name", "dl.fails_until")
+    (third,) = sent["requeued"]
+    assert app.AsyncResult(third["new_task_id"]).get(timeout=30) == "ok"
+    assert runs(counter) == 3
+    assert deployment.entries() == []
+    assert cli("requeue", "1-1", expect=1)["problems"] == ["1-1: no such entry"]
+
+
+def test_app_user_may_only_add_entries_and_the_operator_may_read_and_delete(
+    deployment: Deployment, cli: Any
+) -> None:
+    app = deployment.as_user(deployment.app_user, deployment.app_password)
+    entry_id = app.xadd(KEY, {"reason": "failed", "name": "t"})
+    for command in (
+        ("XRANGE", KEY, "-", "+"),
+        ("XREVRANGE", KEY, "+", "-"),
+        ("XLEN", KEY),
+        ("XREAD", "STREAMS", KEY, "0"),
+        ("XDEL", KEY, entry_id),
+        ("XTRIM", KEY, "MAXLEN", "0"),
+        ("DEL", KEY),
+        ("UNLINK", KEY),
+        ("EXPIRE", KEY, "1"),
+        ("RENAME", KEY, "elsewhere"),
+        ("TYPE", KEY),
+        ("DUMP", KEY),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.execute_command(*command)
+    # ... and everything Celery needs elsewhere, including keys that share the prefix.
+    for key in ("celery", "celery-fleet:beat:host", f"{KEY}x", "celery-fleet:dead-letter"):
+        app.set(key, "1")
+        assert app.get(key) == b"1"
+
+    refused = cli("list", operator=False, expect=2)
+    assert "NoPermissionError" in refused
+    assert "CELERY_FLEET_DEAD_LETTER_USERNAME" in refused
+    operator = deployment.as_user(deployment.operator_user, deployment.operator_password)
+    assert operator.xlen(KEY) == 1
+    assert operator.xdel(KEY, entry_id) == 1
+
+
+def test_a_capped_stream_stays_near_its_cap(
+    deployment: Deployment, celery_client: MakeClient
+) -> None:
+    app = celery_client(deployment.env)  # the app user, as a worker writes
+    config = Config(maxlen=1000)
+    item = Entry(reason="failed", task_id="t", name="dl.x", args="[]", kwargs="{}")
+    for _ in range(10_000):
+        assert writer.write(app, item, config) is not None
+    length = deployment.admin().xlen(KEY)
+    # MAXLEN ~ trims whole stream nodes (stream-node-max-entries, 100 by default).
+    assert 1000 <= length <= 1100, length
+
+
+def test_an_unreachable_redis_costs_a_bounded_wait_a_log_line_and_a_count(
+    celery_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = celery_client({"CELERY_BROKER_URL": f"redis://{HOST}:1/0"})
+    before = writer.counters()["dropped"]
+    config = Config(attempts=2, backoff=0.05)
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="celery_fleet.deadletter"):
+        assert writer.write(app, Entry(reason="failed", task_id="t1", name="x"), config) is None
+    elapsed = time.monotonic() - started
+    assert writer.counters()["dropped"] == before + 1
+    assert "t1" in caplog.text
+    assert "not written after 2 attempts" in caplog.text
+    assert elapsed < 5, elapsed  # one connection attempt per round, no hidden retries
