@@ -331,3 +331,58 @@ def test_an_unreachable_redis_costs_a_bounded_wait_a_log_line_and_a_count(
     assert "t1" in caplog.text
     assert "not written after 2 attempts" in caplog.text
     assert elapsed < 5, elapsed  # one connection attempt per round, no hidden retries
+
+
+def test_through_sentinel_the_worker_writes_and_the_operator_counts_and_purges(
+    redis_fleet: RedisFleet, start_worker: StartWorker, celery_client: MakeClient, tmp_path: Path
+) -> None:
+    """The same path on the production URL form: Sentinels on TLS, the primary found
+    through them, for the worker's XADD as for the operator's reads."""
+    primary = redis_fleet.server("redis-1")
+    redis_fleet.server("redis-2", replica_of=primary)
+    redis_fleet.sentinels(primary)
+    env = envs.sentinel(redis_fleet)
+    start_worker(env, app="deadletter_app", pythonpath=[INTEGRATION])
+    admin = redis_fleet.client(primary)
+    # An entry from more than a week ago (stream IDs are the time of the XADD).
+    week_ago_ms = int((time.time() - 8 * 86400) * 1000)
+    admin.xadd(KEY, {"reason": "failed", "name": "dl.old"}, id=f"{week_ago_ms}-0")
+    app = celery_client(env)
+    failing = app.send_task("dl.fails_until", args=[str(tmp_path / "runs"), "/nonexistent"])
+    deadline = time.monotonic() + 30
+    while admin.xlen(KEY) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    env_file = tmp_path / "celery.env"
+    env_file.write_text(
+        "".join(f"{k}={v}\n" for k, v in env.items()) + f"CELERY_FLEET_DEAD_LETTER_USERNAME=admin\n"
+        f"CELERY_FLEET_DEAD_LETTER_PASSWORD={redis_fleet.secrets.admin}\n"
+    )
+
+    def cli(*args: str) -> Any:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "celery_fleet.cli",
+                "dead-letters",
+                *args,
+                "--env-file",
+                str(env_file),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    stats = cli("stats")
+    assert stats["length"] == 2
+    assert stats["by_name"] == {"dl.fails_until": 1, "dl.old": 1}
+    assert cli("purge", "--older-than", "7d") == {"purged": 1, "left": 1}
+    (left,) = cli("list")
+    assert left["task_id"] == failing.id
+    assert left["queue"] == "default"

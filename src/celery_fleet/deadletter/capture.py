@@ -3,7 +3,8 @@
 - ``task_failure``: the task raised and will not be retried (``self.retry()`` and
   ``autoretry_for`` raise ``Retry``, which is not a failure, until ``max_retries`` runs
   out), or it hit the hard time limit (Celery sends ``task_failure`` for that from the
-  worker's main process), or it raised ``Reject(requeue=False)``;
+  worker's main process; not dead when ``task_acks_on_timeout`` is off, as the message
+  then goes back to its queue), or it raised ``Reject(requeue=False)``;
 - ``task_unknown``: no task of that name is registered in this worker;
 - ``task_rejected``: a message that is not a task, or whose content type is refused;
 - a body that cannot be decoded: Celery logs it and acknowledges it, with no signal, so
@@ -98,6 +99,8 @@ def _on_failure(
     if context is not None and getattr(context, "is_eager", False):
         return  # apply() in the caller's process: the caller sees the exception
     timed_out = isinstance(exception, TimeLimitExceeded)
+    if timed_out and getattr(sender, "acks_late", False) and not sender.acks_on_timeout:
+        return  # task_acks_on_timeout=False: Celery puts the message back, it runs again
     if timed_out and _seen_timeout(task_id):
         return
     info = _request_info(context, task_id)
