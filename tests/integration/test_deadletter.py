@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -386,3 +388,47 @@ def test_through_sentinel_the_worker_writes_and_the_operator_counts_and_purges(
     (left,) = cli("list")
     assert left["task_id"] == failing.id
     assert left["queue"] == "default"
+
+
+def test_a_webhook_hears_of_the_first_dead_letter_and_not_of_every_one(
+    deployment: Deployment, start_worker: StartWorker, celery_client: MakeClient, tmp_path: Path
+) -> None:
+    heard: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            heard.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            **deployment.env,
+            "CELERY_FLEET_DEAD_LETTER_WEBHOOK": f"http://{HOST}:{server.server_port}/hook",
+        }
+        # One pool process: the interval (60 s by default) is per process.
+        start_worker(env, app="deadletter_app", pythonpath=[INTEGRATION], concurrency=1)
+        app = celery_client(deployment.env)
+        sent = [
+            app.send_task("dl.fails_until", args=[str(tmp_path / "runs"), "/nonexistent"])
+            for _ in range(3)
+        ]
+        deployment.wait_for_entries(3)
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    (call,) = heard
+    assert call["task_id"] == sent[0].id
+    assert (call["name"], call["reason"], call["exc_type"]) == ("dl.fails_until", "failed", "Boom")
+    assert call["key"] == KEY
+    assert call["entry_id"] == deployment.entries()[0].entry_id

@@ -15,6 +15,7 @@ from celery_fleet.deadletter import Config, Entry
 from celery_fleet.deadletter.commands import parse_age, table
 from celery_fleet.deadletter.config import stream_key
 from celery_fleet.deadletter.entry import ARGS_CAP, dump_json
+from celery_fleet.deadletter.webhook import Notifier
 from celery_fleet.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,10 @@ def test_defaults_are_on_with_a_bounded_stream() -> None:
         ({"CELERY_FLEET_DEAD_LETTER_MAXLEN": "0"}, "CELERY_FLEET_DEAD_LETTER_MAXLEN"),
         ({"CELERY_FLEET_DEAD_LETTER_KEY": "dead letters*"}, "CELERY_FLEET_DEAD_LETTER_KEY"),
         ({"CELERY_FLEET_DEAD_LETTER_WEBHOOK": "ftp://x"}, "CELERY_FLEET_DEAD_LETTER_WEBHOOK"),
+        (
+            {"CELERY_FLEET_DEAD_LETTER_WEBHOOK_INTERVAL": "-1"},
+            "CELERY_FLEET_DEAD_LETTER_WEBHOOK_INTERVAL",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -135,3 +140,24 @@ def test_the_app_users_key_globs_cover_every_key_but_the_stream(key: str) -> Non
     patterns = [p.removeprefix("~") for p in _rendered_keys()]
     assert any(_redis_glob(p, key) for p in patterns)
     assert not any(_redis_glob(p, "celery-fleet:dead-letters") for p in patterns)
+
+
+def test_the_webhook_is_called_at_most_once_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    posts: list[dict[str, object]] = []
+    hook = Notifier(
+        "https://hooks.example/x",
+        60,
+        clock=lambda: now[0],
+        post=lambda url, payload: posts.append(payload),
+    )
+    item = Entry(reason="failed", task_id="t", name="n", args="[1]", kwargs="{}")
+    assert hook.notify("k", "1-0", item)
+    now[0] += 30
+    assert not hook.notify("k", "2-0", item)
+    assert not hook.notify("k", "3-0", item)
+    now[0] += 31
+    assert hook.notify("k", "4-0", item)
+    assert [(p["entry_id"], p["suppressed"]) for p in posts] == [("1-0", 0), ("4-0", 2)]
+    assert "args" not in posts[0]  # no task arguments leave the broker this way
+    assert Config.from_env({"CELERY_FLEET_DEAD_LETTER_WEBHOOK_INTERVAL": "5"}).webhook_interval == 5

@@ -10,8 +10,8 @@ a failure: Celery sends ``task_failure`` only when the task gives up (see the Ce
 Modules, one job each: ``config`` (the CELERY_FLEET_DEAD_LETTER* variables), ``entry``
 (what one entry holds), ``writer`` (XADD that never fails the worker), ``capture`` (the
 worker hooks), ``store`` (read, delete, purge, metrics), ``requeue`` (publish again),
-``operator`` (the operator's connection), ``commands`` (the CLI's actions). See
-docs/deadletters.md.
+``operator`` (the operator's connection), ``commands`` (the CLI's actions), ``webhook``
+(a rate-limited call about new entries). See docs/deadletters.md.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from celery.exceptions import NotRegistered, TimeLimitExceeded
 from celery.signals import task_failure, task_received, task_rejected, task_unknown
 
 from . import entry as entries
-from . import writer
-from .config import Config
+from . import webhook, writer
+from .config import Config, stream_key
 from .entry import Entry
 
 log = logging.getLogger("celery_fleet.deadletter")
@@ -67,6 +67,12 @@ def _record(app: Any, item: Entry) -> None:
     except Exception:  # never a second failure on top of the first
         log.exception("dead letter for %s[%s] not written", item.name, item.task_id)
         return
+    if entry_id is not None and config.webhook:
+        key = stream_key(config.key, app.conf.broker_transport_options)
+        try:
+            webhook.notifier(config.webhook, config.webhook_interval).notify(key, entry_id, item)
+        except Exception:
+            log.exception("dead-letter webhook not called")
     if entry_id is not None:
         log.warning(
             "dead letter %s: task %s[%s] (%s%s)",

@@ -5,6 +5,8 @@
                                      Kombu's ``global_keyprefix`` goes in front
 ``CELERY_FLEET_DEAD_LETTER_MAXLEN``  approximate cap on entries (default 10000)
 ``CELERY_FLEET_DEAD_LETTER_WEBHOOK`` optional URL told about new entries (rate-limited)
+``CELERY_FLEET_DEAD_LETTER_WEBHOOK_INTERVAL`` at most one webhook call per this many
+                                     seconds and process (default 60)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Config:
     key: str = DEFAULT_KEY
     maxlen: int = DEFAULT_MAXLEN
     webhook: str | None = None
+    webhook_interval: float = 60.0
     # XADD attempts before the entry is given up (logged and counted), and the first pause.
     attempts: int = 3
     backoff: float = 0.2
@@ -52,7 +55,17 @@ class Config:
         webhook = env.get(PREFIX + "_WEBHOOK", "").strip() or None
         if webhook and not webhook.startswith(("https://", "http://")):
             raise SettingsError(PREFIX + "_WEBHOOK", f"{webhook!r} is not an http(s) URL")
-        return cls(enabled=enabled, key=key, maxlen=maxlen, webhook=webhook)
+        interval_var = PREFIX + "_WEBHOOK_INTERVAL"
+        interval = parse_number(interval_var, env.get(interval_var, "60"))
+        if interval is None or interval < 0:
+            raise SettingsError(interval_var, f"{interval} is not a number of seconds; e.g. 60")
+        return cls(
+            enabled=enabled,
+            key=key,
+            maxlen=maxlen,
+            webhook=webhook,
+            webhook_interval=float(interval),
+        )
 
 
 def stream_key(key: str, transport_options: Mapping[str, Any] | None) -> str:
