@@ -61,3 +61,11 @@ def too_slow(path: str) -> None:
         time.sleep(30)
     except SoftTimeLimitExceeded:
         time.sleep(30)
+
+
+@app.task(name="dl.fails_later")
+def fails_later(path: str, seconds: float) -> None:
+    """Records its start, sleeps, then raises (no retries): dies when the test wants."""
+    _runs(path)
+    time.sleep(seconds)
+    raise Boom(f"failed after {seconds} s")

@@ -35,8 +35,9 @@ class Config:
     maxlen: int = DEFAULT_MAXLEN
     webhook: str | None = None
     webhook_interval: float = 60.0
-    # XADD attempts before the entry is given up (logged and counted), and the first pause.
-    attempts: int = 3
+    # Seconds of XADD retries before the entry is given up (logged and counted), and the
+    # first pause between two attempts (doubling up to 1 s).
+    retry_for: float = 15.0
     backoff: float = 0.2
 
     @classmethod

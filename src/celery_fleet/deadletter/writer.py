@@ -2,9 +2,11 @@
 
 The connection comes from the app's own broker pool (``app.pool``), so TLS, ACL user and
 Sentinel discovery are the broker's. When Redis does not answer (a failover, a restart),
-the write is retried ``attempts`` times with a doubling pause; then the entry is given up
-with an ERROR log line (task id, name, reason) and ``counters()["dropped"]`` goes up. The
-counters are per process (each prefork child has its own).
+the write is retried with a doubling pause (0.2 s up to 1 s) for ``retry_for`` seconds
+(15 by default: long enough for a Sentinel failover with the role's 5 s down-after, as
+Celery's publish and result retries here); then the entry is given up with an ERROR log
+line (task id, name, reason) and ``counters()["dropped"]`` goes up. The counters are per
+process (each prefork child has its own).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .entry import Entry
 
 log = logging.getLogger("celery_fleet.deadletter")
 POOL_TIMEOUT = 5.0
+MAX_PAUSE = 1.0
 
 _lock = threading.Lock()
 _counters = {"written": 0, "dropped": 0}
@@ -41,7 +44,10 @@ def write(app: Any, entry: Entry, config: Config) -> str | None:
     fields = entry.to_fields()
     pause = config.backoff
     last: BaseException | None = None
-    for attempt in range(1, config.attempts + 1):
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             with app.pool.acquire(block=True, timeout=POOL_TIMEOUT) as conn:
                 # One connection attempt per round: the rounds are the retry here, not
@@ -54,13 +60,16 @@ def write(app: Any, entry: Entry, config: Config) -> str | None:
         # Anything: a dead letter that cannot be written must not become a second failure.
         except Exception as exc:
             last = exc
-            if attempt < config.attempts:
-                time.sleep(pause)
-                pause *= 2
+            if time.monotonic() - started + pause > config.retry_for:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
     _count("dropped")
     log.error(
-        "dead letter not written after %d attempts (%s: %s): task %s[%s] (%s) is not in %s",
-        config.attempts,
+        "dead letter not written after %d attempts in %.1f s (%s: %s): task %s[%s] (%s) "
+        "is not in %s",
+        attempt,
+        time.monotonic() - started,
         type(last).__name__,
         last,
         entry.name or "?",
