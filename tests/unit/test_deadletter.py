@@ -161,3 +161,23 @@ def test_the_webhook_is_called_at_most_once_per_interval_and_counts_the_rest() -
     assert [(p["entry_id"], p["suppressed"]) for p in posts] == [("1-0", 0), ("4-0", 2)]
     assert "args" not in posts[0]  # no task arguments leave the broker this way
     assert Config.from_env({"CELERY_FLEET_DEAD_LETTER_WEBHOOK_INTERVAL": "5"}).webhook_interval == 5
+
+
+def test_install_takes_an_app_configured_another_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery import Celery
+
+    import celery_fleet
+    from celery_fleet import guards
+    from celery_fleet.deadletter import capture
+
+    monkeypatch.setattr(guards, "_state", {})  # this process's hooks, restored after
+    monkeypatch.setattr(capture, "_state", {})
+    monkeypatch.setenv("CELERY_FLEET_DEAD_LETTER_MAXLEN", "50")
+    app = Celery("other", set_as_current=False)
+    app.conf.broker_transport_options = {"visibility_timeout": 1234}
+    celery_fleet.install(app)
+    assert guards._state["visibility_timeout"] == 1234
+    assert capture._state["config"].maxlen == 50
+    monkeypatch.setenv("CELERY_FLEET_DEAD_LETTER_MAXLEN", "lots")
+    with pytest.raises(SettingsError, match="CELERY_FLEET_DEAD_LETTER_MAXLEN"):
+        celery_fleet.install(app)

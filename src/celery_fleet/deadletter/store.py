@@ -78,10 +78,16 @@ class Metrics:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
-def metrics(client: Any, key: str) -> Metrics:
+def metrics(client: Any, key: str, *, per_name: bool = True) -> Metrics:
+    """XLEN, and with ``per_name`` the counts per task name and reason. Those read every
+    entry (tracebacks included: up to tens of MiB at MAXLEN 10000), so an exporter should
+    ask for them rarely (minutes) and for the length as often as it likes."""
+    length = int(client.xlen(key))
+    if not per_name:
+        return Metrics(length=length)
     names: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for item in iterate(client, key, batch=2000):
         names[item.name or "(none)"] += 1
         reasons[item.reason or "(none)"] += 1
-    return Metrics(length=int(client.xlen(key)), by_name=dict(names), by_reason=dict(reasons))
+    return Metrics(length=length, by_name=dict(names), by_reason=dict(reasons))
