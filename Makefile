@@ -32,7 +32,7 @@ lint: setup ## ruff, mypy (src/), yamllint, ansible-lint
 	@if [ -n "$$(ls roles 2>/dev/null)" ]; then $(BIN)/ansible-lint -q; fi
 
 test-unit: setup ## Fast tests: settings, CLI, no servers
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/unit
 
 test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback, fault suite
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults

@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ def role_defaults(**overrides: str) -> dict[str, Any]:
     }
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701 (not HTML)
     env.filters["hash"] = lambda value, algo: hashlib.new(algo, str(value).encode()).hexdigest()
+    env.filters["regex_replace"] = lambda value, pattern, repl: re.sub(pattern, repl, value)
     for _ in range(5):
         for name, value in values.items():
             if isinstance(value, str) and ("{{" in value or "{%" in value):

@@ -215,3 +215,34 @@ def test_error_messages_never_carry_the_password() -> None:
 
 def test_deployment_variables_are_not_mistaken_for_settings() -> None:
     load(env(BROKER_URL="redis://h/0", APP="proj", FLEET_POOL="default", CONFIG_MODULE="x"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ACCEPT_CONTENT", "json,pickle"),
+        ("ACCEPT_CONTENT", '["json", "application/x-python-serialize"]'),
+        ("RESULT_ACCEPT_CONTENT", "json,yaml"),
+        ("TASK_SERIALIZER", "pickle"),
+        ("RESULT_SERIALIZER", "yaml"),
+    ],
+)
+def test_unsafe_serializers_are_refused(name: str, value: str) -> None:
+    fails(
+        f"CELERY_{name}",
+        "run code",
+        "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS",
+        BROKER_URL="rediss://:pw@h:6379/0",
+        **{name: value},
+    )
+
+
+def test_unsafe_serializers_with_the_opt_in_warn(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load(
+        {
+            **env(BROKER_URL="rediss://:pw@h:6379/0", ACCEPT_CONTENT="json,pickle"),
+            "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS": "true",
+        }
+    )
+    assert settings["accept_content"] == ["json", "pickle"]
+    assert "CELERY_ACCEPT_CONTENT includes pickle" in caplog.text

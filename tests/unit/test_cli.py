@@ -118,3 +118,14 @@ def test_unreadable_env_file_exits_2(tmp_path: Path) -> None:
     result = run(tmp_path / "missing.env")
     assert result.returncode == 2
     assert "cannot read env file" in result.stderr
+
+
+def test_pickle_exits_2_naming_the_variable_and_the_opt_in(tmp_path: Path) -> None:
+    env_file = tmp_path / "celery.env"
+    env_file.write_text(
+        "CELERY_BROKER_URL=rediss://:pw@h:6379/0\nCELERY_ACCEPT_CONTENT=json,pickle\n"
+    )
+    result = run(env_file)
+    assert result.returncode == 2
+    assert "CELERY_ACCEPT_CONTENT" in result.stderr
+    assert "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS=true" in result.stderr

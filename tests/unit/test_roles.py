@@ -21,7 +21,11 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("role", sorted(p.name for p in ROLES.iterdir() if p.is_dir()))
+# Roles with tasks have inputs; fleet_common carries only shared filters.
+TASK_ROLES = sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml"))
+
+
+@pytest.mark.parametrize("role", TASK_ROLES)
 def test_argument_specs_match_the_defaults(role: str) -> None:
     values = _load(ROLES / role / "defaults" / "main.yml")
     defaults = set(values)

@@ -174,6 +174,7 @@ def test_the_monitor_user_is_read_only() -> None:
         mon.flushall()
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_preflight_refuses_bad_input_before_any_change() -> None:
     for extra, variable in [
         (["-e", "redis_app_password=CHANGE_ME-app-0000000000"], "redis_app_password"),
@@ -199,6 +200,7 @@ def test_preflight_refuses_bad_input_before_any_change() -> None:
         assert fleet.recap(result.stdout)[NODE]["changed"] == 0
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_certificates_near_expiry_are_renewed_and_loaded_without_dropping_clients() -> None:
     """The certificates have 365 days left; renewing 400 days before expiry makes them due.
     (pki_force_renew=true takes the same path on demand.)"""
@@ -234,6 +236,7 @@ def _server_serial() -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_requirepass_mode_for_simple_setups() -> None:
     """Last: switches the node to one shared password (no ACL file) and checks it."""
     password = "mol-Requirepass-5d7e9f1a3b5c7d92"

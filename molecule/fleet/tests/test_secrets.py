@@ -57,6 +57,7 @@ def leaks(text: str) -> list[str]:
     ]
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_verbose_converge_prints_no_secret() -> None:
     result = fleet.converge(["-vv"])
     output = result.stdout + result.stderr

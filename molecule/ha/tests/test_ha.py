@@ -47,9 +47,8 @@ def test_each_node_listens_on_the_tls_ports_only(host) -> None:
 def test_sentinel_config_is_private_and_writable_by_sentinel(host) -> None:
     f = host.file("/etc/redis/sentinel.conf")
     assert f.user == "redis"
-    # The role writes 0600; Sentinel's own rewrite (umask 007 in Debian's unit) may leave
-    # 0660. Either way nobody outside the redis user and group can read the password.
-    assert f.mode & 0o007 == 0, oct(f.mode)
+    # The role writes 0600 and the unit's UMask=0077 keeps Sentinel's own rewrites 0600.
+    assert f.mode == 0o600, oct(f.mode)
     assert host.file("/etc/redis").user == "redis"
     assert host.service("redis-sentinel").is_running
 
@@ -115,6 +114,37 @@ def test_sentinels_refuse_plaintext_and_wrong_passwords() -> None:
         fleet.client(node, 26379).ping()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["SENTINEL", "MONITOR", "evil", "192.0.2.66", "6379", "1"],
+        ["SENTINEL", "REMOVE", MASTER],
+        ["SENTINEL", "SET", MASTER, "down-after-milliseconds", "1"],
+        ["SENTINEL", "FAILOVER", MASTER],
+        ["SENTINEL", "RESET", "*"],
+        ["SENTINEL", "CONFIG", "SET", "resolve-hostnames", "yes"],
+        ["SENTINEL", "IS-MASTER-DOWN-BY-ADDR", "127.0.0.1", "6379", "0", "*"],
+        ["PUBLISH", "__sentinel__:hello", "forged"],
+        ["SUBSCRIBE", "__sentinel__:hello"],
+        ["ACL", "LIST"],
+        ["CONFIG", "GET", "*"],
+        ["SHUTDOWN"],
+    ],
+    ids=lambda c: "-".join(c[:2]).lower(),
+)
+def test_the_client_user_of_the_sentinels_cannot_change_anything(command: list[str]) -> None:
+    """Workers and Flower hold this user: discovery only, every write refused."""
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        fleet.sentinel_client(NODES[0]).execute_command(*command)
+
+
+def test_the_client_user_of_the_sentinels_finds_the_primary() -> None:
+    s = fleet.sentinel_client(NODES[1])
+    addr = s.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+    assert addr[0].decode() == fleet.address(BOOTSTRAP_PRIMARY)
+    assert s.execute_command("SENTINEL", "SENTINELS", MASTER)
+
+
 def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
     old = BOOTSTRAP_PRIMARY
     fleet.app(old).set("mol:ha:before-failover", "kept")
@@ -173,6 +203,30 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
         )
 
 
+@pytest.mark.parametrize("node", NODES)
+def test_config_files_stay_0600_after_the_failover_rewrites_them(node: str) -> None:
+    for path in ("/etc/redis/redis.conf", "/etc/redis/sentinel.conf", "/etc/redis/users.acl"):
+        owner_mode = fleet.docker("exec", node, "stat", "-c", "%U %a", path).strip()
+        assert owner_mode == "redis 600", f"{path} on {node}: {owner_mode}"
+
+
+def test_the_app_user_cannot_forge_a_sentinel_hello() -> None:
+    """A forged hello on __sentinel__:hello would make the Sentinels follow another primary."""
+    primary = node_of(str(primaries_seen()[NODES[0]]))
+    app = fleet.app(primary)
+    forged = ",".join(
+        [fleet.address(primary), "26379", "f" * 40, "99", MASTER, "192.0.2.66", "6379", "99"]
+    )
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.publish("__sentinel__:hello", forged)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("SUBSCRIBE", "__sentinel__:hello")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        app.execute_command("PSUBSCRIBE", "*")
+    assert set(primaries_seen().values()) == {fleet.address(primary)}
+
+
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary() -> None:
     before = primaries_seen()
     assert len(set(before.values())) == 1
@@ -190,6 +244,7 @@ def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary
     assert role(BOOTSTRAP_PRIMARY) == "slave"
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -> None:
     """Sentinels all down and a setting changed (redis.conf is re-rendered): the role asks the
     data nodes, so the new primary stays primary instead of the inventory's bootstrap choice."""
@@ -216,6 +271,7 @@ def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -
     )
 
 
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_preflight_refuses_a_quorum_larger_than_the_sentinels() -> None:
     result = fleet.converge(["-e", "redis_sentinel_quorum=4", "--tags", "redis_sentinel_preflight"])
     assert result.returncode != 0

@@ -62,7 +62,10 @@ def celery_env() -> dict[str, str]:
         "CELERY_BROKER_URL": url(0),
         "CELERY_RESULT_BACKEND": url(1),
         "CELERY_SENTINEL_MASTER_NAME": MASTER,
-        "CELERY_SENTINEL_PASSWORD": gv["redis_sentinel_password"],
+        # The client user (discovery only), as the roles deploy it: Kombu's Sentinel
+        # transport must find the primary through a failover with nothing more.
+        "CELERY_SENTINEL_USERNAME": gv.get("redis_sentinel_client_user", "discover"),
+        "CELERY_SENTINEL_PASSWORD": gv["redis_sentinel_client_password"],
         "CELERY_BROKER_SSL_CA_CERTS": fleet.ca_file(),
         "CELERY_BROKER_SSL_CERTFILE": certfile,
         "CELERY_BROKER_SSL_KEYFILE": keyfile,

@@ -1,0 +1,234 @@
+"""Every password input goes through the one check (roles/fleet_common), in each role's real
+preflight, before anything touches a host: ansible-playbook runs the preflight task files
+against localhost with one bad value at a time and must fail naming the variable, without
+printing the value."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = "Xk3-f9Qz_2LmPa7wR0tY"
+WEAK = {
+    "placeholder": "CHANGE_ME-flower-acl-x",
+    "repeated": "aaaaaaaaaaaaaaaaaaaa",
+    "run": "abcdefgh12345678Zz",
+    "short": "Xk3-f9Qz",
+}
+
+# (role, variable, extra vars that make every other input of that preflight valid)
+REDIS = {
+    "redis_admin_password": GOOD + "a",
+    "redis_app_password": GOOD + "b",
+    "redis_monitor_password": GOOD + "c",
+    "redis_deadletter_password": GOOD + "i",
+    "redis_replication_password": GOOD + "d",
+    "redis_sentinel_auth_password": GOOD + "e",
+    "flower_redis_password": GOOD + "f",
+}
+SENTINEL = {"redis_sentinel_password": GOOD + "g", "redis_sentinel_auth_password": GOOD + "e"}
+SENTINEL_OTHER = {"redis_sentinel_quorum": 1}
+FLOWER = {"flower_basic_auth_password": GOOD + "h", "flower_redis_password": GOOD + "f"}
+# Each variable once, the kinds of weakness in turn (the filter's own test covers them all).
+CASES = [
+    (role, name, valid, sorted(WEAK)[i % len(WEAK)])
+    for i, (role, name, valid) in enumerate(
+        [
+            *[("redis", name, REDIS) for name in REDIS],
+            *[("redis_sentinel", name, {**SENTINEL, **SENTINEL_OTHER}) for name in SENTINEL],
+            *[("flower", name, FLOWER) for name in FLOWER],
+        ]
+    )
+]
+FILTER = ROOT / "roles" / "fleet_common" / "filter_plugins" / "fleet.py"
+
+
+def _filter() -> Any:
+    spec = importlib.util.spec_from_file_location("fleet_filters", FILTER)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fleet_password_problem
+
+
+@pytest.mark.parametrize("kind", sorted(WEAK))
+def test_the_one_check_refuses_each_kind_of_weak_password(kind: str) -> None:
+    assert _filter()(WEAK[kind]) != ""
+
+
+@pytest.mark.parametrize(
+    "value", [GOOD, "mol-FlowerAcl-8d2f4a6c1e3b5d79", "q0Vh2+JcY7w=Lr9~s.Tn_4Pb"]
+)
+def test_the_one_check_accepts_generated_passwords(value: str) -> None:
+    assert _filter()(value) == ""
+
+
+def preflight(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
+    """Run ROLE's preflight.yml on localhost (groups redis and sentinel); return the output."""
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(
+        f"""
+- hosts: all
+  gather_facts: false
+  roles: [fleet_common]
+  tasks:
+    - ansible.builtin.include_role:
+        name: {role}
+        tasks_from: preflight
+"""
+    )
+    inventory = tmp_path / "hosts.yml"
+    hosts = {"node1": {"ansible_connection": "local", "fleet_address": "127.0.0.1"}}
+    inventory.write_text(
+        json.dumps(
+            {
+                "all": {
+                    "children": {
+                        "redis": {"hosts": hosts},
+                        "sentinel": {"hosts": hosts},
+                        "flower": {"hosts": hosts},
+                        "celery_workers": {"hosts": hosts},
+                        "celery_beat": {"hosts": hosts},
+                    },
+                    "vars": {"ansible_python_interpreter": sys.executable},
+                }
+            }
+        )
+    )
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({"fleet_no_log": False, **variables}))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "-e",
+            f"@{extra}",
+            str(playbook),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
+        check=False,
+        timeout=120,
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("role", "variable", "valid", "kind"), CASES)
+def test_a_weak_password_fails_preflight_naming_the_variable(
+    tmp_path: Path, role: str, variable: str, valid: dict[str, Any], kind: str
+) -> None:
+    out = preflight(tmp_path, role, {**valid, variable: WEAK[kind]})
+    failed = [line for line in out.splitlines() if "fatal:" in line or "failed:" in line]
+    assert failed, out
+    shown = (
+        variable.replace("flower_redis_password", "redis_flower_password")
+        if role == "redis"
+        else variable
+    )
+    assert shown in out, out
+    assert WEAK[kind] not in out
+
+
+def test_extra_users_are_checked_too(tmp_path: Path) -> None:
+    out = preflight(
+        tmp_path,
+        "redis",
+        {
+            **REDIS,
+            "redis_extra_acl_users": [
+                {"name": "reports", "password": WEAK["placeholder"], "rules": "~r:* +@read"},
+            ],
+        },
+    )
+    assert "redis_extra_acl_users[0]" in out, out
+    assert WEAK["placeholder"] not in out
+
+
+@pytest.mark.parametrize(
+    ("name", "rules"),
+    [
+        ("reports\nuser evil on nopass ~* +@all", "~r:* +@read"),
+        ("reports", "~r:* +@read\nuser evil on nopass ~* +@all"),
+        ("reports", "~r:* +@read nopass"),
+        ("reports", "~r:* >another-password"),
+        ("celery", "~r:* +@read"),
+    ],
+)
+def test_extra_users_cannot_inject_acl_lines(tmp_path: Path, name: str, rules: str) -> None:
+    out = preflight(
+        tmp_path,
+        "redis",
+        {**REDIS, "redis_extra_acl_users": [{"name": name, "password": GOOD, "rules": rules}]},
+    )
+    assert "redis_extra_acl_users[0]" in out, out
+
+
+def test_good_passwords_pass(tmp_path: Path) -> None:
+    out = preflight(tmp_path, "flower", FLOWER)
+    assert "Check the basic auth passwords" in out
+    assert (
+        "flower_basic_auth_password" not in out.split("Check the broker")[0].split("passwords")[1]
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {
+            "celery_worker_pools": [
+                {"name": "default", "queues": ["default\nExecStartPre=+/bin/id"]}
+            ]
+        },
+        {
+            "celery_worker_pools": [
+                {
+                    "name": "default",
+                    "queues": ["default"],
+                    "extra_args": ["-O fair\nExecStartPre=+/x"],
+                }
+            ]
+        },
+        {
+            "celery_worker_pools": [
+                {"name": "default", "queues": ["default"], "loglevel": "INFO\nX=1"}
+            ]
+        },
+        {"celery_loglevel": "INFO\nExecStartPre=+/bin/id"},
+        {"celery_settings": {"CELERY_TASK_DEFAULT_QUEUE": 'x"\nCELERY_ACCEPT_CONTENT="pickle'}},
+        {"celery_settings": {"CELERY_BROKER_TRANSPORT_OPTIONS": {"a": "it's"}}},
+        {"celery_settings": {"celery task": "x"}},
+    ],
+)
+def test_a_line_break_or_quote_in_a_celery_input_fails_preflight(
+    tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **bad})
+    assert "would break out of its line" in out, out
+
+
+def test_plain_celery_inputs_pass_that_check(tmp_path: Path) -> None:
+    out = preflight(
+        tmp_path,
+        "celery",
+        {
+            "celery_redis_password": GOOD,
+            "celery_worker_pools": [
+                {"name": "default", "queues": ["default", "mail.out"], "extra_args": ["-O", "fair"]}
+            ],
+            "celery_settings": {"CELERY_TASK_TIME_LIMIT": 90, "CELERY_X": {"a": [1, "b"]}},
+        },
+    )
+    assert "would break out of its line" not in out, out
+    assert "Check the values that reach the unit files" in out, out
