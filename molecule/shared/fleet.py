@@ -135,25 +135,20 @@ def admin(host: str) -> redis.Redis:
     )
 
 
+def _sentinel_login(host: str, user: str, default: str, password: str) -> redis.Redis:
+    gv = group_vars()
+    return client(host, 26379, username=gv.get(user, default), password=gv[password])
+
+
 def sentinel(host: str) -> redis.Redis:
     """The Sentinel's administrator (what Ansible and operators use)."""
-    gv = group_vars()
-    return client(
-        host,
-        26379,
-        username=gv.get("redis_sentinel_admin_user", "admin"),
-        password=gv["redis_sentinel_password"],
-    )
+    return _sentinel_login(host, "redis_sentinel_admin_user", "admin", "redis_sentinel_password")
 
 
 def sentinel_client(host: str) -> redis.Redis:
     """The Sentinel's client user: what workers, beat and Flower hold."""
-    gv = group_vars()
-    return client(
-        host,
-        26379,
-        username=gv.get("redis_sentinel_client_user", "discover"),
-        password=gv["redis_sentinel_client_password"],
+    return _sentinel_login(
+        host, "redis_sentinel_client_user", "discover", "redis_sentinel_client_password"
     )
 
 

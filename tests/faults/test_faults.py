@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import envs
+from harness import envs, render
 from harness.redis_procs import RedisFleet
 
 HERE = Path(__file__).resolve().parent
@@ -83,8 +83,11 @@ def test_whole_worker_killed_mid_task_another_worker_runs_it(
 def test_queued_tasks_survive_a_primary_crash_with_aof(
     redis_fleet: RedisFleet, start_worker, celery_client, tmp_path: Path
 ) -> None:
-    # The redis role's persistence defaults: AOF with fsync every second, plus RDB.
-    primary = redis_fleet.server("primary", extra="appendonly yes\nappendfsync everysec")
+    # The redis role's persistence defaults (the harness turns them off elsewhere): AOF with
+    # fsync every second, plus RDB.
+    defaults = render.role_defaults("redis")
+    persistence = {k: defaults[k] for k in ("redis_appendonly", "redis_appendfsync", "redis_save")}
+    primary = redis_fleet.server("primary", variables=persistence)
     env = {
         "CELERY_BROKER_URL": envs.url(redis_fleet, primary, 0),
         "CELERY_RESULT_BACKEND": envs.url(redis_fleet, primary, 1),

@@ -61,10 +61,9 @@ def sentinel(
         "CELERY_BROKER_URL": sentinel_url(fleet, broker_db),
         "CELERY_RESULT_BACKEND": sentinel_url(fleet, backend_db),
         "CELERY_SENTINEL_MASTER_NAME": fleet.master_name,
-        "CELERY_SENTINEL_PASSWORD": fleet.secrets.sentinels,
+        # The discover-only client user, as the roles hand it to workers and Flower.
+        "CELERY_SENTINEL_USERNAME": SENTINEL_APP_USER,
+        "CELERY_SENTINEL_PASSWORD": fleet.secrets.sentinel_app,
         **tls(fleet, client_cert=client_cert),
     }
-    if any(n.auth is Auth.ACL for n in fleet.sentinel_nodes(alive=False)):
-        env["CELERY_SENTINEL_USERNAME"] = SENTINEL_APP_USER
-        env["CELERY_SENTINEL_PASSWORD"] = fleet.secrets.sentinel_app
     return env

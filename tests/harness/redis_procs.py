@@ -1,10 +1,28 @@
 """Real ``redis-server`` and ``redis-sentinel`` processes on loopback, for tests.
 
-A ``RedisFleet`` owns a folder and every process it starts there. Data nodes are TLS-only
-by default (``port 0``, ``tls-port N``, TLS 1.2+, ``tls-replication yes``), with ACL users
-(``default`` off; ``app`` without ``@dangerous``; ``replicator``; ``sentinel``; ``admin``
-for the harness itself) or a single ``requirepass``. Sentinels run on TLS with their own
-``requirepass`` and authenticate to the data nodes as the ``sentinel`` user.
+A ``RedisFleet`` owns a folder and every process it starts there. Every config file is the
+shipped template rendered with the shipped role defaults (``harness.render``): redis.conf
+and users.acl from ``templates/redis.conf.j2`` and ``templates/users.acl.j2`` with
+``roles/redis/defaults``, sentinel.conf from ``templates/sentinel.conf.j2`` with
+``roles/redis_sentinel/defaults``. The harness gives only what an inventory gives per host
+(ports, paths, addresses, certificates, passwords, ``replicaof``) plus these test choices:
+
+- no persistence (``redis_appendonly: false``, ``redis_save: []``) and
+  ``repl-diskless-sync-delay 0`` (``redis_extra_config``) so that a replica syncs at once;
+- ``supervised no`` and the log in the node's folder; client certificates only when a test
+  asks for mutual TLS (``mtls=True``; the role's default is ``redis_tls_auth_clients: yes``);
+- ``Listen.TCP`` (a plaintext port, only for the ``redis://`` URL form) is not something the
+  role offers: ``redis_extra_config`` appends ``port N`` and ``tls-port 0``, and Redis takes
+  the last occurrence of a directive. ``Listen.UNIX`` uses the role's ``redis_unixsocket``
+  input and turns the TLS port off the same way.
+
+So data nodes are TLS-only by default, with the role's ACL users (``default`` off;
+``APP_USER`` for Celery without ``@dangerous``/``@admin``; ``replication``; ``sentinel``;
+``monitor``; ``deadletter``, the dead-letter operator; ``admin`` for the harness itself) or
+the role's ``requirepass`` mode. Sentinels run on TLS with the role's ACL users (``default``
+off; the administrator, which the harness and the Sentinels themselves use; the
+discover-only client user Celery gets) and log in to the data nodes as the role's
+``sentinel`` user.
 
 Readiness is always asked of the process (PING over TLS with redis-py, replication link
 up, Sentinels that see each other), never waited for with a fixed sleep. Ports are picked
@@ -32,6 +50,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from . import render
 from .pki import CertPair, Pki
 from .ports import free_port
 
@@ -57,29 +76,27 @@ class Auth(enum.Enum):
 class Secrets:
     """Every password of a fleet, random per fleet."""
 
-    app: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    app: str = field(default_factory=lambda: secrets.token_urlsafe(18))  # also requirepass
     admin: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    monitor: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    deadletter: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     replication: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinel_user: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinels: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinel_app: str = field(default_factory=lambda: secrets.token_urlsafe(18))
-    sentinel_peer: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
 
-# Least privilege, as the roles deploy it. The app user is what Celery gets.
-APP_USER = "app"
-APP_ACL = "~* &* +@all -@dangerous"
-# Sentinels with ACL users: what a client (redis-py's Sentinel) needs to find the primary.
-SENTINEL_APP_USER = "sentinel-app"
-SENTINEL_APP_ACL = (
-    "resetchannels &__sentinel__:* -@all +ping +hello +auth +client|setname "
-    "+sentinel|masters +sentinel|master +sentinel|get-master-addr-by-name "
-    "+sentinel|sentinels +sentinel|replicas +sentinel|slaves +subscribe"
-)
-SENTINEL_ACL = (
-    "allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role "
-    "+publish +info +client|setname +client|kill +script|kill"
-)
+# The user names the roles deploy (role defaults, not copies): Celery logs in as APP_USER.
+_REDIS = render.role_defaults("redis")
+APP_USER: str = _REDIS["redis_app_user"]
+ADMIN_USER: str = _REDIS["redis_admin_user"]
+MONITOR_USER: str = _REDIS["redis_monitor_user"]
+DEADLETTER_USER: str = _REDIS["redis_deadletter_user"]
+# Sentinels: the administrator (the harness, and each Sentinel on the others) and the
+# discover-only client user that Celery gets (role redis_sentinel's defaults).
+_SENTINEL = render.role_defaults("redis_sentinel")
+SENTINEL_ADMIN_USER: str = _SENTINEL["redis_sentinel_admin_user"]
+SENTINEL_APP_USER: str = _SENTINEL["redis_sentinel_client_user"]
 
 
 class ProcessError(RuntimeError):
@@ -133,8 +150,18 @@ class Node:
 class RedisFleet:
     """Starts, stops and inspects Redis processes under one folder; ``close()`` kills all."""
 
-    def __init__(self, folder: Path, pki: Pki, secrets_: Secrets | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        pki: Pki,
+        secrets_: Secrets | None = None,
+        *,
+        templates: Path = render.TEMPLATES,
+    ) -> None:
+        """``templates``: where the config templates come from (a test may render from a
+        modified copy); the role defaults always come from roles/."""
         self.folder = folder
+        self.templates = templates
         self.pki = pki
         self.secrets = secrets_ or Secrets()
         self.nodes: list[Node] = []
@@ -152,9 +179,10 @@ class RedisFleet:
         mtls: bool = False,
         replica_of: Node | None = None,
         cert: CertPair | None = None,
-        extra: str = "",
+        variables: dict[str, Any] | None = None,
     ) -> Node:
-        """Start a redis-server and wait until it answers (and replicates, for a replica)."""
+        """Start a redis-server and wait until it answers (and replicates, for a replica).
+        ``variables``: role redis inputs over the harness's (e.g. ``redis_appendonly``)."""
         node = Node(
             name=name,
             kind="redis",
@@ -174,8 +202,11 @@ class RedisFleet:
             node.unixsocket = short / "redis.sock"
 
         def write_conf() -> None:
-            node.conf.write_text(self._server_conf(node, replica_of, extra))
-            node.conf.chmod(0o600)
+            config = self._server_vars(node, replica_of) | (variables or {})
+            if node.auth is Auth.ACL:
+                acl_file = Path(render.resolve("redis", config, "redis_acl_file"))
+                self._write(acl_file, "users.acl.j2", "redis", config)
+            self._write(node.conf, "redis.conf.j2", "redis", config)
 
         self._start(node, write_conf)
         if replica_of is not None:
@@ -185,50 +216,54 @@ class RedisFleet:
             )
         return node
 
-    def _server_conf(self, node: Node, replica_of: Node | None, extra: str) -> str:
-        s = self.secrets
-        lines = [
-            "daemonize no",
-            f"dir {node.folder}",
-            f"logfile {node.logfile}",
-            'save ""',
-            "appendonly no",
-            "repl-diskless-sync-delay 0",  # a replica syncs at once, not after 5 s
-            "protected-mode yes",
-            f"bind {HOST}",
-        ]
-        if node.listen is Listen.TLS:
-            lines += ["port 0", f"tls-port {node.port}", *self._tls_lines(node)]
-        elif node.listen is Listen.TCP:
-            lines += [f"port {node.port}"]
-        else:
-            lines += ["port 0", f"unixsocket {node.unixsocket}", "unixsocketperm 700"]
-        if node.auth is Auth.ACL:
-            lines += [
-                "user default off",
-                f"user admin on >{s.admin} ~* &* +@all",
-                f"user {APP_USER} on >{s.app} {APP_ACL}",
-                f"user replicator on >{s.replication} +psync +replconf +ping",
-                f"user sentinel on >{s.sentinel_user} {SENTINEL_ACL}",
-                "masteruser replicator",
-                f"masterauth {s.replication}",
-            ]
-        else:
-            lines += [f"requirepass {s.app}", f"masterauth {s.app}"]
-        if replica_of is not None:
-            lines += [f"replicaof {HOST} {replica_of.port}"]
-        return "\n".join([*lines, extra, ""])
+    def _write(self, path: Path, template: str, role: str, variables: dict[str, Any]) -> None:
+        path.write_text(
+            render.render(template, role=role, variables=variables, templates=self.templates)
+        )
+        path.chmod(0o600)
 
-    def _tls_lines(self, node: Node) -> list[str]:
+    def _tls_vars(self, node: Node, prefix: str) -> dict[str, Any]:
         cert = node.cert or self.pki.server
-        return [
-            f"tls-cert-file {cert.cert}",
-            f"tls-key-file {cert.key}",
-            f"tls-ca-cert-file {self.pki.ca}",
-            f"tls-auth-clients {'yes' if node.mtls else 'no'}",
-            "tls-replication yes",
-            'tls-protocols "TLSv1.2 TLSv1.3"',
-        ]
+        return {
+            f"{prefix}_tls_cert_file": cert.cert,
+            f"{prefix}_tls_key_file": cert.key,
+            f"{prefix}_tls_ca_cert_file": self.pki.ca,
+            f"{prefix}_tls_auth_clients": "yes" if node.mtls else "no",
+        }
+
+    def _server_vars(self, node: Node, replica_of: Node | None) -> dict[str, Any]:
+        """Role redis inputs for this node: what an inventory would say about the host."""
+        s = self.secrets
+        extra: dict[str, Any] = {"repl-diskless-sync-delay": 0}  # sync at once, not after 5 s
+        if node.listen is Listen.TCP:
+            extra |= {"port": node.port, "tls-port": 0}
+        elif node.listen is Listen.UNIX:
+            extra |= {"tls-port": 0}
+        return {
+            "redis_address": HOST,
+            "redis_bind": [HOST],
+            "redis_port": node.port,
+            "redis_unixsocket": node.unixsocket or "",
+            "redis_conf_dir": node.folder,
+            "redis_data_dir": node.folder,
+            "redis_pid_file": node.folder / "redis.pid",
+            "redis_log_file": node.logfile,
+            "redis_supervised": "no",
+            **self._tls_vars(node, "redis"),
+            "redis_auth_mode": node.auth.value,
+            "redis_requirepass": s.app,
+            "redis_admin_password": s.admin,
+            "redis_app_password": s.app,
+            "redis_monitor_password": s.monitor,
+            "redis_deadletter_password": s.deadletter,
+            "redis_replication_password": s.replication,
+            "redis_sentinel_auth_password": s.sentinel_user,
+            "redis_replicaof_host": HOST if replica_of is not None else "",
+            "redis_replicaof_port": replica_of.port if replica_of is not None else 0,
+            "redis_appendonly": False,
+            "redis_save": [],
+            "redis_extra_config": extra,
+        }
 
     # --- Sentinels ---------------------------------------------------------------------
     def sentinels(
@@ -244,8 +279,9 @@ class RedisFleet:
     ) -> list[Node]:
         """Start ``count`` Sentinels monitoring ``primary``; wait until they see each other
         and every replica, so that a failover can happen as soon as this returns.
-        ``auth``: one ``requirepass``, or ACL users (``default`` off, ``admin`` for the
-        harness, ``sentinel-app`` for clients, ``sentinel-peer`` between Sentinels)."""
+        Sentinels always run the role's ACL users (``default`` off): the administrator
+        ``SENTINEL_ADMIN_USER`` and the discover-only ``SENTINEL_APP_USER``; ``auth`` is
+        recorded on the nodes only."""
         started = []
         for i in range(count):
             node = Node(
@@ -261,10 +297,10 @@ class RedisFleet:
             node.folder.chmod(0o700)
 
             def write_conf(node: Node = node) -> None:
-                node.conf.write_text(
-                    self._sentinel_conf(node, primary, quorum, down_after_ms, failover_timeout_ms)
+                config = self._sentinel_vars(
+                    node, primary, quorum, down_after_ms, failover_timeout_ms
                 )
-                node.conf.chmod(0o600)
+                self._write(node.conf, "sentinel.conf.j2", "redis_sentinel", config)
 
             self._start(node, write_conf)
             started.append(node)
@@ -282,43 +318,39 @@ class RedisFleet:
         self.wait_for(settled, f"{count} Sentinels to discover each other and {replicas} replicas")
         return started
 
-    def _sentinel_conf(
+    def _sentinel_vars(
         self, node: Node, primary: Node, quorum: int, down_after_ms: int, failover_ms: int
-    ) -> str:
-        s, name = self.secrets, self.master_name
-        lines = [
-            "daemonize no",
-            f"dir {node.folder}",
-            f"logfile {node.logfile}",
-            f"bind {HOST}",
-            "port 0",
-            f"tls-port {node.port}",
-            *self._tls_lines(node),
-            *(
-                [
-                    "user default off",
-                    f"user admin on >{s.sentinels} allchannels +@all",
-                    f"user {SENTINEL_APP_USER} on >{s.sentinel_app} {SENTINEL_APP_ACL}",
-                    f"user sentinel-peer on >{s.sentinel_peer} allchannels +@all",
-                    "sentinel sentinel-user sentinel-peer",
-                    f"sentinel sentinel-pass {s.sentinel_peer}",
-                ]
-                if node.auth is Auth.ACL
-                else [f"requirepass {s.sentinels}"]
-            ),
-            f"sentinel monitor {name} {HOST} {primary.port} {quorum}",
-            f"sentinel down-after-milliseconds {name} {down_after_ms}",
-            f"sentinel failover-timeout {name} {failover_ms}",
-            f"sentinel parallel-syncs {name} 1",
-        ]
-        if primary.auth is Auth.ACL:
-            lines += [
-                f"sentinel auth-user {name} sentinel",
-                f"sentinel auth-pass {name} {s.sentinel_user}",
-            ]
-        else:
-            lines += [f"sentinel auth-pass {name} {s.app}"]
-        return "\n".join([*lines, ""])
+    ) -> dict[str, Any]:
+        """Role redis_sentinel inputs for this Sentinel."""
+        s = self.secrets
+        # ACL data nodes: the role's sentinel user (its default name); requirepass data
+        # nodes: no user, their one password (as the role documents).
+        login = (
+            {"redis_sentinel_auth_password": s.sentinel_user}
+            if primary.auth is Auth.ACL
+            else {"redis_sentinel_auth_user": "", "redis_sentinel_auth_password": s.app}
+        )
+        return {
+            "inventory_hostname": node.name,  # redis_sentinel_myid derives from it
+            "redis_sentinel_address": HOST,
+            "redis_sentinel_bind": [HOST],
+            "redis_sentinel_port": node.port,
+            "redis_sentinel_conf_dir": node.folder,
+            "redis_sentinel_dir": node.folder,
+            "redis_sentinel_pid_file": node.folder / "sentinel.pid",
+            "redis_sentinel_log_file": node.logfile,
+            "redis_sentinel_supervised": "no",
+            **self._tls_vars(node, "redis_sentinel"),
+            "redis_sentinel_password": s.sentinels,
+            "redis_sentinel_client_password": s.sentinel_app,
+            "redis_master_name": self.master_name,
+            "redis_sentinel_primary_host": HOST,
+            "redis_sentinel_primary_port": primary.port,
+            "redis_sentinel_quorum": quorum,
+            "redis_sentinel_down_after_milliseconds": down_after_ms,
+            "redis_sentinel_failover_timeout": failover_ms,
+            **login,
+        }
 
     # --- process control ---------------------------------------------------------------
     def _start(
@@ -414,7 +446,7 @@ class RedisFleet:
         if node.kind == "sentinel":
             return self._sentinel_client(node, **kwargs, **overrides)
         if node.auth is Auth.ACL:
-            kwargs.update(username="admin", password=self.secrets.admin)
+            kwargs.update(username=ADMIN_USER, password=self.secrets.admin)
         else:
             kwargs.update(password=self.secrets.app)
         if node.listen is Listen.UNIX:
@@ -436,7 +468,7 @@ class RedisFleet:
         return redis.Redis(
             host=HOST,
             port=node.port,
-            username="admin" if node.auth is Auth.ACL else None,
+            username=SENTINEL_ADMIN_USER,
             password=self.secrets.sentinels,
             decode_responses=True,
             **self.tls_kwargs(client_cert=node.mtls),
@@ -524,9 +556,9 @@ class RedisFleet:
 
 
 @contextlib.contextmanager
-def fleet(folder: Path, pki: Pki) -> Iterator[RedisFleet]:
+def fleet(folder: Path, pki: Pki, *, templates: Path = render.TEMPLATES) -> Iterator[RedisFleet]:
     """A ``RedisFleet`` whose processes are all killed on exit, whatever happened."""
-    f = RedisFleet(folder, pki)
+    f = RedisFleet(folder, pki, templates=templates)
     try:
         yield f
     finally:

@@ -1,19 +1,16 @@
 """Dead letters on real workers, on a real TLS + ACL redis-server.
 
-The Redis users are the role's: their rules come from roles/redis/defaults/main.yml through
-the shipped templates/users.acl.j2 (rendered here as Ansible renders it), so these tests
-prove the ACL a deployment gets: the worker, as the app user, can add entries and nothing
-else on the stream; the operator user reads, deletes and requeues.
+The Redis users are the role's: the harness renders templates/users.acl.j2 with
+roles/redis/defaults/main.yml, so these tests prove the ACL a deployment gets: the worker,
+as the app user, can add entries and nothing else on the stream; the operator user reads,
+deletes and requeues.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import http.server
 import json
 import logging
-import re
 import subprocess
 import sys
 import threading
@@ -23,39 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import redis
-import yaml
 
 from celery_fleet.deadletter import Config, Entry, store, writer
 from harness import envs
-from harness.redis_procs import HOST, Node, RedisFleet
+from harness.redis_procs import APP_USER, DEADLETTER_USER, HOST, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker, Worker
 
-REPO = Path(__file__).resolve().parents[2]
-INTEGRATION = REPO / "tests" / "integration"
+INTEGRATION = Path(__file__).resolve().parent
 KEY = "celery-fleet:dead-letters"
-
-
-def role_defaults(**overrides: str) -> dict[str, Any]:
-    """roles/redis/defaults/main.yml with its Jinja evaluated (as Ansible does, lazily:
-    rendered until no expression is left)."""
-    values: dict[str, Any] = {
-        **yaml.safe_load((REPO / "roles/redis/defaults/main.yml").read_text()),
-        **overrides,
-    }
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701 (not HTML)
-    env.filters["hash"] = lambda value, algo: hashlib.new(algo, str(value).encode()).hexdigest()
-    env.filters["regex_replace"] = lambda value, pattern, repl: re.sub(pattern, repl, value)
-    for _ in range(5):
-        for name, value in values.items():
-            if isinstance(value, str) and ("{{" in value or "{%" in value):
-                # A value that needs inventory facts is no ACL input: left as it is.
-                with contextlib.suppress(jinja2.UndefinedError):
-                    values[name] = env.from_string(value).render(**values)
-    values["_render"] = env
-    return values
 
 
 @dataclass
@@ -92,35 +66,24 @@ class Deployment:
 
 @pytest.fixture
 def deployment(redis_fleet: RedisFleet) -> Deployment:
-    node = redis_fleet.server("redis-1")
-    app_password, operator_password = "app-Pw-0123456789abcdef", "op-Pw-fedcba9876543210"
-    values = role_defaults(
-        redis_app_password=app_password, redis_deadletter_password=operator_password
-    )
-    template = values["_render"].from_string((REPO / "templates/users.acl.j2").read_text())
-    admin = redis_fleet.client(node)
-    wanted = {values["redis_app_user"], values["redis_deadletter_user"]}
-    for line in template.render(**values).splitlines():
-        words = line.split()
-        if len(words) > 2 and words[0] == "user" and words[1] in wanted:
-            admin.execute_command("ACL", "SETUSER", *words[1:])
-    broker = f"rediss://{values['redis_app_user']}:{app_password}@{HOST}:{node.port}"
+    node = redis_fleet.server("redis-1")  # users.acl rendered from the role's defaults
+    s = redis_fleet.secrets
     env = {
-        "CELERY_BROKER_URL": f"{broker}/0",
-        "CELERY_RESULT_BACKEND": f"{broker}/1",
+        "CELERY_BROKER_URL": envs.url(redis_fleet, node, 0),
+        "CELERY_RESULT_BACKEND": envs.url(redis_fleet, node, 1),
         **envs.tls(redis_fleet),
     }
     return Deployment(
         fleet=redis_fleet,
         node=node,
-        app_user=values["redis_app_user"],
-        app_password=app_password,
-        operator_user=values["redis_deadletter_user"],
-        operator_password=operator_password,
+        app_user=APP_USER,
+        app_password=s.app,
+        operator_user=DEADLETTER_USER,
+        operator_password=s.deadletter,
         env=env,
         operator_env={
-            "CELERY_FLEET_DEAD_LETTER_USERNAME": values["redis_deadletter_user"],
-            "CELERY_FLEET_DEAD_LETTER_PASSWORD": operator_password,
+            "CELERY_FLEET_DEAD_LETTER_USERNAME": DEADLETTER_USER,
+            "CELERY_FLEET_DEAD_LETTER_PASSWORD": s.deadletter,
         },
     )
 

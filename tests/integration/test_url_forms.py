@@ -21,7 +21,7 @@ import pytest
 from celery import Celery
 
 from harness import envs
-from harness.redis_procs import Auth, Listen, Node, RedisFleet
+from harness.redis_procs import APP_USER, SENTINEL_APP_USER, Auth, Listen, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker
 
 TIMEOUT = 30
@@ -51,7 +51,7 @@ def tcp_acl_user(fleet: RedisFleet) -> Case:
         "CELERY_BROKER_URL": envs.url(fleet, node, 2),
         "CELERY_RESULT_BACKEND": envs.url(fleet, node, 3),
     }
-    assert env["CELERY_BROKER_URL"].startswith("redis://app:")
+    assert env["CELERY_BROKER_URL"].startswith(f"redis://{APP_USER}:")
     return Case(env, node, 3)
 
 
@@ -153,7 +153,7 @@ def sentinel_acl_users(fleet: RedisFleet) -> Case:
     fleet.server("r1", replica_of=primary)
     fleet.sentinels(primary, auth=Auth.ACL)
     env = envs.sentinel(fleet, broker_db=5, backend_db=6)
-    assert env["CELERY_SENTINEL_USERNAME"] == "sentinel-app"
+    assert env["CELERY_SENTINEL_USERNAME"] == SENTINEL_APP_USER
     return Case(env, primary, 6)
 
 
