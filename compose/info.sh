@@ -8,7 +8,8 @@ port=${CF_FLOWER_PORT:-5555}
 user=$(cut -d: -f1 "$bundle/flower-credentials" 2>/dev/null || echo '?')
 
 flower() {
-  echo "Flower:      http://$bind:$port/  (user '$user', password: cut -d: -f2 $bundle/flower-credentials)"
+  echo "Flower:      https://$bind:$port/  (user '$user', password: cut -d: -f2 $bundle/flower-credentials;"
+  echo "             the stack's CA: $bundle/pki/ca/ca.pem)"
 }
 if [ "${1:-}" = flower ]; then flower; exit 0; fi
 cat <<TEXT

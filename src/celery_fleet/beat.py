@@ -55,3 +55,27 @@ def _on_beat_init(sender: Any = None, **_: Any) -> None:
 
 def install() -> None:
     beat_init.connect(_on_beat_init, weak=False, dispatch_uid="celery_fleet.beat")
+
+
+def alive(app: Any, hostname: str | None = None) -> bool:
+    """Whether the liveness key of beat on ``hostname`` (default: this host) is in the broker."""
+    with app.connection_for_read() as conn:
+        return bool(conn.default_channel.client.exists(key(hostname)))
+
+
+def main() -> int:
+    """``python -m celery_fleet.beat``: exit 0 when this host's beat keeps its key alive (a
+    container healthcheck), 1 when not, 2 when the broker cannot be asked."""
+    from celery import Celery
+
+    app = Celery("celery-fleet-beat-check")
+    app.config_from_object("celery_fleet.celeryconfig")
+    try:
+        return 0 if alive(app) else 1
+    except Exception as exc:
+        print(f"cannot ask the broker for {key()}: {type(exc).__name__}")  # no URL, no secret
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

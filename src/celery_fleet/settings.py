@@ -166,6 +166,8 @@ SERIALIZER_SETTINGS = (
     "event_serializer",
 )
 ALLOW_UNSAFE_VAR = "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS"
+# The largest --time-limit of the worker pools on this host (the celery role writes it).
+LONGEST_VAR = "CELERY_FLEET_LONGEST_TIME_LIMIT"
 TRUE = {"1", "true", "yes", "on", "y"}
 FALSE = {"0", "false", "no", "off", "n", ""}
 
@@ -476,8 +478,8 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     # Always explicit: for rediss:// with no options Kombu silently uses CERT_NONE.
     settings["broker_use_ssl"] = broker_tls.redis_kwargs() if broker_tls.enabled else False
     vt_var = PREFIX + "VISIBILITY_TIMEOUT"
-    limit = raw.get("task_time_limit")
-    default_vt = str(int(limit) + VISIBILITY_MARGIN if limit else 3600)
+    longest = _longest_time_limit(env, raw.get("task_time_limit"))
+    default_vt = str(longest + VISIBILITY_MARGIN if longest else 3600)
     visibility = parse_number(vt_var, env.get(vt_var, default_vt), int)
     transport: dict[str, Any] = {
         "visibility_timeout": visibility,
@@ -525,7 +527,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             # Celery passes socket_keepalive to UnixDomainSocketConnection, which rejects it.
             settings["redis_socket_keepalive"] = False
 
-    _check_timeouts(settings, visibility)
+    _check_timeouts(settings, visibility, longest)
     _check_serializers(env, settings)
     return settings
 
@@ -571,26 +573,38 @@ def _check_serializers(env: Mapping[str, str], settings: Mapping[str, Any]) -> N
         )
 
 
-def _check_timeouts(settings: Mapping[str, Any], visibility: int) -> None:
+def _longest_time_limit(env: Mapping[str, str], task_time_limit: Any) -> int | None:
+    """The longest hard time limit a worker of this deployment enforces: the setting, or a
+    pool's own ``--time-limit`` (the celery role writes the largest as LONGEST_VAR)."""
+    limits = [int(task_time_limit)] if task_time_limit else []
+    if env.get(LONGEST_VAR, "").strip():
+        limits.append(parse_number(LONGEST_VAR, env[LONGEST_VAR], int))
+    return max(limits) if limits else None
+
+
+def _check_timeouts(settings: Mapping[str, Any], visibility: int, longest: int | None) -> None:
     hard = settings.get("task_time_limit")
-    if hard is None:
+    if longest is None:
         log.warning(
             "%sTASK_TIME_LIMIT is unset: a task running longer than the visibility timeout "
             "(%s s) is delivered again while it still runs; set a time limit below it",
             PREFIX,
             visibility,
         )
-    elif visibility <= hard:
+    elif visibility <= longest:
+        source = (
+            f"{PREFIX}TASK_TIME_LIMIT={hard}" if hard == longest else f"{LONGEST_VAR}={longest}"
+        )
         log.warning(
-            "%sVISIBILITY_TIMEOUT=%s is not above %sTASK_TIME_LIMIT=%s: Redis redelivers a "
-            "task that is still running after %s s, so long tasks run twice. Raise "
-            "%sVISIBILITY_TIMEOUT above the longest task.",
+            "%sVISIBILITY_TIMEOUT=%s is not above %s: Redis redelivers a task that is still "
+            "running after %s s, so long tasks run twice. Raise %sVISIBILITY_TIMEOUT above "
+            "the longest task (or leave it unset: the longest limit + %s s).",
             PREFIX,
             visibility,
-            PREFIX,
-            hard,
+            source,
             visibility,
             PREFIX,
+            VISIBILITY_MARGIN,
         )
     soft = settings.get("task_soft_time_limit")
     if soft is not None and hard is not None and soft >= hard:

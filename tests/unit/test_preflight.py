@@ -232,3 +232,22 @@ def test_plain_celery_inputs_pass_that_check(tmp_path: Path) -> None:
     )
     assert "would break out of its line" not in out, out
     assert "Check the values that reach the unit files" in out, out
+
+
+def test_a_pool_limit_above_an_explicit_visibility_timeout_fails_preflight(tmp_path: Path) -> None:
+    pools = [{"name": "long", "queues": ["long"], "soft_time_limit": 3200, "time_limit": 3300}]
+    out = preflight(
+        tmp_path,
+        "celery",
+        {
+            "celery_redis_password": GOOD,
+            "celery_worker_pools": pools,
+            "celery_settings": {"CELERY_VISIBILITY_TIMEOUT": 3000},
+        },
+    )
+    assert "Pool 'long'" in out, out
+    # Unset, the settings derive it from the pool (3300 + 300): preflight has nothing to refuse.
+    out = preflight(
+        tmp_path, "celery", {"celery_redis_password": GOOD, "celery_worker_pools": pools}
+    )
+    assert "Pool 'long'" not in out, out

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from celery_fleet.settings import (
+    LONGEST_VAR,
     PRODUCTION_DEFAULTS,
+    VISIBILITY_MARGIN,
     django_settings,
     load,
     masked,
@@ -288,3 +290,19 @@ def test_masked_output_has_no_password(pem: dict[str, str]) -> None:
     for secret in ("datapw1", "backendpw2", "sentinelpw3"):
         assert secret not in text
     assert "u:***@h1" in text
+
+
+def test_the_longest_pool_time_limit_sets_the_default_visibility_timeout() -> None:
+    # A pool with --time-limit 3300 on a host whose setting says 900: the default visibility
+    # timeout follows the pool, so a task still running is never delivered again.
+    s = load(env(BROKER_URL="redis://h/0", TASK_TIME_LIMIT="900") | {LONGEST_VAR: "3300"})
+    assert s["broker_transport_options"]["visibility_timeout"] == 3300 + VISIBILITY_MARGIN
+    s = load(env(BROKER_URL="redis://h/0", TASK_TIME_LIMIT="900"))
+    assert s["broker_transport_options"]["visibility_timeout"] == 900 + VISIBILITY_MARGIN
+
+
+def test_an_explicit_visibility_timeout_below_a_pool_limit_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    load(env(BROKER_URL="redis://h/0", VISIBILITY_TIMEOUT="3000") | {LONGEST_VAR: "3300"})
+    assert any(LONGEST_VAR + "=3300" in r.getMessage() for r in caplog.records)

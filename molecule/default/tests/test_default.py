@@ -208,18 +208,21 @@ def test_certificates_near_expiry_are_renewed_and_loaded_without_dropping_client
     before.ping()
     old = fleet.admin(NODE).connection_pool.get_connection()
     old.connect()
-    serial_before = _server_serial()
+    serial_before, key_before = _server_certificate()
     due = ["-e", "pki_cert_valid_days=500", "-e", "pki_renew_before_days=400"]
     result = fleet.converge([*due, "--tags", "pki,redis_service"])
     assert result.returncode == 0, result.stdout[-3000:]
     for password in fleet.passwords():  # a converge that changes things prints no secret
         assert password not in result.stdout + result.stderr
-    assert _server_serial() != serial_before  # the new certificate is served ...
+    serial_after, key_after = _server_certificate()
+    assert serial_after != serial_before  # the new certificate is served ...
+    assert key_after != key_before  # ... with a new key (a leaked old key is worthless) ...
     old.send_command("PING")
     assert old.read_response() in (b"PONG", "PONG", True)  # ... and the old connection lives on
 
 
-def _server_serial() -> int:
+def _server_certificate() -> tuple[int, bytes]:
+    """Serial number and public key of the certificate the node serves."""
     import socket
 
     ctx = ssl.create_default_context(cafile=fleet.ca_file())
@@ -231,9 +234,14 @@ def _server_serial() -> int:
     ):
         der = tls.getpeercert(binary_form=True)
     from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
     assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
+    cert = x509.load_der_x509_certificate(der)
+    key = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return cert.serial_number, key
 
 
 @pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)

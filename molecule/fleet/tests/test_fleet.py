@@ -306,15 +306,25 @@ print(json.dumps(sorted(seen)))
 FLOWER_REDIS = ("flower", "mol-FlowerAcl-8d2f4a6c1e3b5d79")
 
 
-def as_flower(command: str) -> str:
+def as_flower(command: str, cert: str = "/etc/celery-fleet/tls/client") -> str:
     """One redis-cli command on the Flower node as Flower's ACL user; its answer."""
     user, password = FLOWER_REDIS
-    tls = "/etc/celery-fleet/tls"
-    return sh(
+    ca = "/etc/celery-fleet/tls/ca.pem"
+    result = sh(
         FLOWER_NODE,
-        f"REDISCLI_AUTH={password} redis-cli --tls --cacert {tls}/ca.pem --cert {tls}/client.pem "
-        f"--key {tls}/client.key -h {ADDRESS[FLOWER_NODE]} -p 6379 --user {user} {command}",
-    ).stdout
+        f"REDISCLI_AUTH={password} timeout 20 redis-cli --tls --cacert {ca} --cert {cert}.pem "
+        f"--key {cert}.key -h {ADDRESS[FLOWER_NODE]} -p 6379 --user {user} {command}",
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def test_flowers_https_certificate_cannot_log_in_to_redis() -> None:
+    """Flower's HTTPS certificate is serverAuth only: Redis refuses it as a client
+    certificate, so a stolen Flower key cannot talk to the broker (nor pose as a replica)."""
+    assert "PONG" in as_flower("PING")  # the control: a client certificate works
+    refused = as_flower("PING", cert="/etc/flower/tls/server")
+    assert "PONG" not in refused, refused
 
 
 @pytest.mark.parametrize(
