@@ -1,3 +1,29 @@
 """celery-fleet: Celery on Redis in production."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> None:
+    """Connect celery-fleet's hooks to Celery (idempotent).
+
+    ``celery_fleet.celeryconfig`` calls it; an app configured otherwise (Django's
+    ``django_settings()``, its own config) calls ``celery_fleet.install(app)`` once:
+
+    - the publish-time ETA guard (``guards``), with the app's visibility timeout;
+    - beat's liveness key (``beat``);
+    - the failover guards around Kombu (``patches``);
+    - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false).
+    """
+    from . import beat, deadletter, guards, patches
+
+    if settings is None:
+        settings = app.conf if app is not None else {}
+    guards.install(settings)
+    beat.install()
+    patches.guard_restore_unacked()
+    deadletter.install()

@@ -3,18 +3,17 @@
     app.config_from_object("celery_fleet.celeryconfig")
 
 Importing this module reads ``os.environ`` once (see docs/settings.md) and fails with a
-``SettingsError`` naming the variable when the environment is wrong. It also warns, at
-publish time, about ETAs beyond the visibility timeout (see ``guards``), and makes beat
-keep a liveness key in the broker (see ``beat``), and guards workers against a Kombu bug
-that kills them during a failover (see ``patches``). Only Celery settings are public names
-here: Celery reads every public attribute of this module as configuration.
+``SettingsError`` naming the variable when the environment is wrong. It then calls
+``celery_fleet.install``: an ETA guard at publish time (``guards``), beat's liveness key
+(``beat``), the guards against a Kombu bug that kills workers during a failover
+(``patches``) and the dead-letter store for tasks that failed for good (``deadletter``).
+Only Celery settings are public names here: Celery reads every public attribute of this
+module as configuration.
 """
 
 import typing as _typing
 
-from celery_fleet import beat as _beat
-from celery_fleet import guards as _guards
-from celery_fleet import patches as _patches
+from celery_fleet import install as _install
 from celery_fleet.settings import load as _load
 from celery_fleet.settings import publish_urls as _publish_urls
 
@@ -24,6 +23,4 @@ globals().update(_settings)
 # wins over this module: hand it the normalised URLs (ssl_* moved into the SSL dicts,
 # socket:// spelled redis+socket://), or it would use the raw ones.
 _publish_urls(_settings)
-_guards.install(_settings)
-_beat.install()
-_patches.guard_restore_unacked()
+_install(settings=_settings)
