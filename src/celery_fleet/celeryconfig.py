@@ -6,7 +6,9 @@ Importing this module reads ``os.environ`` once (see docs/settings.md) and fails
 ``SettingsError`` naming the variable when the environment is wrong. It also warns, at
 publish time, about ETAs beyond the visibility timeout (see ``guards``), and makes beat
 keep a liveness key in the broker (see ``beat``), and guards workers against a Kombu bug
-that kills them during a failover (see ``patches``). Only Celery settings are public names
+that kills them during a failover (see ``patches``), and, with
+CELERY_FLEET_RELIABLE_FETCH=true, keeps the reliable-fetch transport across failovers (see
+``transport.install``). Only Celery settings are public names
 here: Celery reads every public attribute of this module as configuration.
 """
 
@@ -27,3 +29,7 @@ _publish_urls(_settings)
 _guards.install(_settings)
 _beat.install()
 _patches.guard_restore_unacked()
+if str(_settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
+    from celery_fleet import transport as _transport
+
+    _transport.install()

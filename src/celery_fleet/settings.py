@@ -146,6 +146,15 @@ KNOWN_MISTAKES = {
     "BROKER_SSL_OPTIONS": "CELERY_BROKER_USE_SSL (or CELERY_BROKER_SSL_*)",
 }
 
+# Opt-in reliable fetch (celery_fleet.transport): the transport per broker URL scheme.
+RELIABLE_FETCH_VAR = "CELERY_FLEET_RELIABLE_FETCH"
+RELIABLE_TRANSPORTS = {
+    "redis": "celery_fleet.transport:Transport",
+    "rediss": "celery_fleet.transport:Transport",
+    "socket": "celery_fleet.transport:Transport",
+    "sentinel": "celery_fleet.transport:SentinelTransport",
+}
+
 # Settings this module parses itself (task_queues: "default,critical").
 RAW_STRINGS = {"task_queues", "broker_url", "result_backend"}
 
@@ -485,6 +494,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         transport.update(_sentinel_options(env, broker, broker_var, broker_tls))
     transport.update(raw.get("broker_transport_options") or {})
     settings["broker_transport_options"] = transport
+    _reliable_fetch(env, broker, settings)
 
     backend_var = PREFIX + "RESULT_BACKEND"
     backend_raw = env.get(backend_var)
@@ -516,6 +526,31 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     _check_timeouts(settings, visibility)
     return settings
+
+
+def _reliable_fetch(
+    env: Mapping[str, str], broker: urls.RedisUrl, settings: dict[str, Any]
+) -> None:
+    """``CELERY_FLEET_RELIABLE_FETCH=true``: consume through celery_fleet.transport, where a
+    fetched message is never only in the worker's memory (docs/delivery.md)."""
+    if not parse_bool(RELIABLE_FETCH_VAR, env.get(RELIABLE_FETCH_VAR, "false")):
+        return
+    path = RELIABLE_TRANSPORTS[broker.scheme]
+    chosen = settings.get("broker_transport")
+    if chosen and chosen != path:
+        raise SettingsError(
+            PREFIX + "BROKER_TRANSPORT",
+            f"{chosen!r} conflicts with {RELIABLE_FETCH_VAR}=true, which uses {path!r}; "
+            "unset one of the two",
+        )
+    settings["broker_transport"] = path
+    options = settings["broker_transport_options"]
+    inflight = options.get("inflight_timeout", 60)
+    if not isinstance(inflight, int | float) or isinstance(inflight, bool) or inflight <= 0:
+        raise SettingsError(
+            PREFIX + "BROKER_TRANSPORT_OPTIONS",
+            f"inflight_timeout={inflight!r} must be a positive number of seconds",
+        )
 
 
 def _parse_url(value: str, variable: str) -> urls.RedisUrl:
