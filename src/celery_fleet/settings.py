@@ -120,6 +120,8 @@ FLEET_KEYS = {
     "SENTINEL_SSL",
     "SENTINEL_SOCKET_TIMEOUT",
     "VISIBILITY_TIMEOUT",
+    "BROKER_WAIT_REPLICAS",
+    "BROKER_WAIT_TIMEOUT_MS",
 }
 # CELERY_* variables read by the celery command itself or by Celery internals.
 NOT_SETTINGS = {
@@ -532,8 +534,25 @@ def _reliable_fetch(
     env: Mapping[str, str], broker: urls.RedisUrl, settings: dict[str, Any]
 ) -> None:
     """``CELERY_FLEET_RELIABLE_FETCH=true``: consume through celery_fleet.transport, where a
-    fetched message is never only in the worker's memory (docs/delivery.md)."""
+    fetched message is never only in the worker's memory; ``CELERY_BROKER_WAIT_REPLICAS``:
+    confirmed publish on the same transport (docs/delivery.md)."""
+    replicas_var = PREFIX + "BROKER_WAIT_REPLICAS"
+    timeout_var = PREFIX + "BROKER_WAIT_TIMEOUT_MS"
+    replicas = parse_number(replicas_var, env.get(replicas_var, "0"), int)
+    wait_ms = parse_number(timeout_var, env.get(timeout_var, "1000"), int)
+    if replicas < 0:
+        raise SettingsError(replicas_var, f"{replicas} is negative; use 0 (off) or 1, 2, ...")
+    if wait_ms <= 0:
+        raise SettingsError(
+            timeout_var, f"{wait_ms} must be above 0 (WAIT with 0 would block forever)"
+        )
     if not parse_bool(RELIABLE_FETCH_VAR, env.get(RELIABLE_FETCH_VAR, "false")):
+        if replicas:
+            raise SettingsError(
+                replicas_var,
+                f"confirmed publish is part of celery_fleet.transport; set "
+                f"{RELIABLE_FETCH_VAR}=true too, or unset {replicas_var}",
+            )
         return
     path = RELIABLE_TRANSPORTS[broker.scheme]
     chosen = settings.get("broker_transport")
@@ -545,6 +564,9 @@ def _reliable_fetch(
         )
     settings["broker_transport"] = path
     options = settings["broker_transport_options"]
+    if replicas:
+        options.setdefault("wait_replicas", replicas)
+        options.setdefault("wait_timeout_ms", wait_ms)
     inflight = options.get("inflight_timeout", 60)
     if not isinstance(inflight, int | float) or isinstance(inflight, bool) or inflight <= 0:
         raise SettingsError(

@@ -167,6 +167,14 @@ def _run(client: Any, script: str, keys: list[Any], args: list[Any]) -> Any:
         return client.eval(script, len(keys), *keys, *args)
 
 
+class ReplicationNotConfirmed(redis.exceptions.ConnectionError):
+    """Fewer replicas than ``wait_replicas`` confirmed a publish within the timeout.
+
+    A connection error to Kombu and Celery, so the publish retry policy
+    (``task_publish_retry_policy``) publishes again: the first copy may still be on the
+    primary, so a confirmed-publish retry can queue the task twice (at-least-once)."""
+
+
 @dataclass
 class _Pending:
     """The command outstanding on the consuming connection."""
@@ -201,6 +209,10 @@ class ReliableFetch:
     QoS = QoS
     #: Seconds without a heartbeat after which an in-flight list goes back to its queue.
     inflight_timeout = 60
+    #: Confirmed publish: replicas that must acknowledge each published message (WAIT),
+    #: and how long to wait for them. 0: do not wait (Kombu's behaviour).
+    wait_replicas = 0
+    wait_timeout_ms = 1000
 
     # Set by Kombu's Channel; declared for the type checker.
     global_keyprefix: str
@@ -418,6 +430,38 @@ class ReliableFetch:
             self._no_ack_queues.discard(queue)
         return ret
 
+    # --- confirmed publish --------------------------------------------------------------
+    @property
+    def supports_batch_publish(self) -> bool:
+        """No pipelined batches when each publish must be confirmed on its own."""
+        if self.wait_replicas:
+            return False
+        return bool(super().supports_batch_publish)  # type: ignore[misc]
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """Kombu's LPUSH, then ``WAIT wait_replicas wait_timeout_ms`` on the SAME
+        connection (one pipeline): WAIT counts the replicas that have every write of the
+        connection it runs on (https://redis.io/docs/latest/commands/wait/)."""
+        if not self.wait_replicas or kwargs.get("_publish_batch") is not None:
+            super()._put(queue, message, **kwargs)  # type: ignore[misc]
+            return
+        ch: Any = self
+        key = ch._q_for_pri(queue, ch._get_message_priority(message, reverse=False))
+        with ch.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, dumps(message))
+            if ch._expires and queue in ch._expires:
+                for pri in self.priority_steps:
+                    pipe.pexpire(ch._q_for_pri(queue, pri), ch._expires[queue])
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            confirmed = int(pipe.execute()[-1])
+        if confirmed < self.wait_replicas:
+            raise ReplicationNotConfirmed(
+                f"publish to queue {queue!r} confirmed by {confirmed} replica(s) of "
+                f"{self.wait_replicas} within {self.wait_timeout_ms} ms "
+                "(CELERY_BROKER_WAIT_REPLICAS): the message is on the primary but could be "
+                "lost if it fails now; retried under task_publish_retry_policy"
+            )
+
     # --- giving in-flight messages back -----------------------------------------------
     def return_orphans(self) -> int:
         """Move the in-flight lists of this process's other channels that are closed or
@@ -502,12 +546,16 @@ def _explain(exc: Exception) -> Exception:
     return exc
 
 
+#: The transport options this module adds to Kombu's.
+OPTIONS = ("inflight_timeout", "wait_replicas", "wait_timeout_ms")
+
+
 class Channel(ReliableFetch, _kombu_redis.Channel):
     """Kombu's Redis channel with reliable fetch."""
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
-        "inflight_timeout",
+        *OPTIONS,
     )
 
 
@@ -516,7 +564,7 @@ class SentinelChannel(ReliableFetch, _kombu_redis.SentinelChannel):
 
     from_transport_options = (
         *kombu_redis.SentinelChannel.from_transport_options,
-        "inflight_timeout",
+        *OPTIONS,
     )
 
 

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kombu.exceptions import OperationalError
 
+from celery_fleet.transport import ReplicationNotConfirmed
 from harness import envs
 from harness.redis_procs import Node, RedisFleet
 from harness.worker import MakeClient, StartWorker, Worker
@@ -254,3 +256,38 @@ def test_pool_child_killed_mid_task_runs_again_with_reliable_fetch(
     assert result.get(timeout=60) == "child"
     assert runs(runlog).count("start:child") == 2
     assert runs(runlog).count("end:child") == 1
+
+
+@pytest.mark.timeout(120)
+def test_confirmed_publish_fails_loudly_without_a_replica(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+) -> None:
+    """CELERY_BROKER_WAIT_REPLICAS=1: a publish returns once a replica has it; with the
+    replica gone it raises ReplicationNotConfirmed (a connection error, so Celery's publish
+    retry policy applies; turned off here to see the error)."""
+    primary = redis_fleet.server("p1")
+    replica = redis_fleet.server("r1", replica_of=primary)
+    env = {
+        **fleet_env(redis_fleet, primary, "reliable"),
+        "CELERY_BROKER_WAIT_REPLICAS": "1",
+        "CELERY_BROKER_WAIT_TIMEOUT_MS": "300",
+        "CELERY_TASK_PUBLISH_RETRY": "false",
+    }
+    runlog = tmp_path / "runs.log"
+    start_worker(env, pool="threads", concurrency=2)
+    client = celery_client(env)
+    assert client.send_task("fleet.record", args=("ok", str(runlog))).get(timeout=10) == "ok"
+    redis_fleet.kill(replica)
+    redis_fleet.wait_for(
+        lambda: redis_fleet.info(primary, "replication").get("connected_slaves") == 0,
+        "the primary to see its replica gone",
+    )
+    started = time.monotonic()
+    # Kombu reports connection errors as its OperationalError, caused by ours.
+    with pytest.raises(OperationalError, match="confirmed by 0 replica") as err:
+        client.send_task("fleet.record", args=("unconfirmed", str(runlog)))
+    assert isinstance(err.value.__cause__ or err.value.__context__, ReplicationNotConfirmed)
+    assert time.monotonic() - started < 5

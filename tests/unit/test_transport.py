@@ -179,3 +179,35 @@ def test_reliable_fetch_rejects_bad_input() -> None:
                 "CELERY_BROKER_TRANSPORT_OPTIONS": '{"inflight_timeout": 0}',
             }
         )
+
+
+def test_confirmed_publish_settings() -> None:
+    base = {**env(BROKER_URL="redis://h:6379/0"), "CELERY_FLEET_RELIABLE_FETCH": "true"}
+    options = load({**base, "CELERY_BROKER_WAIT_REPLICAS": "1"})["broker_transport_options"]
+    assert (options["wait_replicas"], options["wait_timeout_ms"]) == (1, 1000)
+    options = load(
+        {**base, "CELERY_BROKER_WAIT_REPLICAS": "2", "CELERY_BROKER_WAIT_TIMEOUT_MS": "250"}
+    )["broker_transport_options"]
+    assert (options["wait_replicas"], options["wait_timeout_ms"]) == (2, 250)
+    assert "wait_replicas" not in load(base)["broker_transport_options"]
+    assert set(transport.OPTIONS) <= set(transport.Channel.from_transport_options)
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({"CELERY_BROKER_WAIT_REPLICAS": "one"}, "CELERY_BROKER_WAIT_REPLICAS"),
+        ({"CELERY_BROKER_WAIT_REPLICAS": "-1"}, "CELERY_BROKER_WAIT_REPLICAS"),
+        ({"CELERY_BROKER_WAIT_TIMEOUT_MS": "0"}, "CELERY_BROKER_WAIT_TIMEOUT_MS"),
+    ],
+)
+def test_confirmed_publish_rejects_bad_input(extra: dict[str, str], variable: str) -> None:
+    base = {**env(BROKER_URL="redis://h:6379/0"), "CELERY_FLEET_RELIABLE_FETCH": "true"}
+    with pytest.raises(SettingsError) as err:
+        load({**base, **extra})
+    assert err.value.variable == variable
+
+
+def test_confirmed_publish_needs_the_transport() -> None:
+    with pytest.raises(SettingsError, match="CELERY_FLEET_RELIABLE_FETCH=true"):
+        load({**env(BROKER_URL="redis://h:6379/0"), "CELERY_BROKER_WAIT_REPLICAS": "1"})
