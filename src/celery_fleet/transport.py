@@ -90,11 +90,13 @@ return false
 
 # KEYS[1]: in-flight list; KEYS[2]: unacked hash; KEYS[3]: unacked index.
 # ARGV[1]: the message; ARGV[2]: delivery tag ('' when it is not to be acknowledged);
-# ARGV[3]: the unacked record; ARGV[4]: index score. Returns 1 when claimed, 2 when a
-# retried call finds its first attempt's record, 0 when the message is no longer ours.
+# ARGV[3]: the unacked record; ARGV[4]: index score (the claiming client's clock, so it
+# tells this attempt apart from any other claim of the same message). Returns 1 when
+# claimed, 2 when redis-py retried a call whose first attempt had claimed it, 0 when the
+# message is not this consumer's any more (a sweep gave it back to its queue).
 CLAIM = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
-  if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
+  if ARGV[2] ~= '' and tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2])) == tonumber(ARGV[4]) then
     return 2
   end
   return 0
@@ -358,7 +360,8 @@ class ReliableFetch:
         if record is None:
             record = queue not in self._no_ack_queues
         unacked = dumps([payload, info.get("exchange"), info.get("routing_key")])
-        claimed = _run(client, CLAIM, keys, [item, tag if record else "", unacked, time()])
+        score = repr(time())  # the exact string: a retried CLAIM compares it with ZSCORE
+        claimed = _run(client, CLAIM, keys, [item, tag if record else "", unacked, score])
         if not claimed:
             log.info("message %s went back to queue %r before this consumer claimed it", tag, queue)
             raise Empty()
@@ -470,7 +473,12 @@ class ReliableFetch:
         if not ids:
             return 0
         keys, args = self._return_args("", ids)
-        moved = int(_run(self._raw_client(), RETURN, keys, args))
+        ch: Any = self
+        try:
+            moved = int(_run(self._raw_client(), RETURN, keys, args))
+        except (*ch.connection_errors, redis.exceptions.ResponseError):
+            log.warning("in-flight lists of a lost connection left to the sweep", exc_info=True)
+            return 0
         _OWN_IDS.difference_update(ids)
         if moved:
             log.warning(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from kombu.exceptions import OperationalError
 
+from celery_fleet import transport
 from celery_fleet.transport import ReplicationNotConfirmed
 from harness import envs
 from harness.redis_procs import Node, RedisFleet
@@ -291,3 +292,59 @@ def test_confirmed_publish_fails_loudly_without_a_replica(
         client.send_task("fleet.record", args=("unconfirmed", str(runlog)))
     assert isinstance(err.value.__cause__ or err.value.__context__, ReplicationNotConfirmed)
     assert time.monotonic() - started < 5
+
+
+def test_scripts_keep_every_message_in_a_queue_a_list_or_the_unacked_hash(
+    redis_fleet: RedisFleet,
+) -> None:
+    """The three Lua scripts of celery_fleet.transport, step by step on a real server."""
+    r = redis_fleet.client(redis_fleet.server("p1"))
+    reg, pri = transport.INFLIGHT, "q\x06\x163"
+    mine, mine_pri = f"{reg}:c1:q", f"{reg}:c1:{pri}"
+    fetch_keys = [reg, "q", pri, mine, mine_pri]
+    r.lpush("q", b"m1", b"m2")  # m1 is the oldest: first out
+    r.lpush(pri, b"p1")
+
+    # FETCH: the first ready key in order, moved (not popped) into the in-flight list.
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [1, b"m1"]
+    assert r.lrange(mine, 0, -1) == [b"m1"]
+    assert r.zscore(reg, mine) is not None
+
+    # CLAIM: out of the list into the unacked hash + index, atomically; a retry of the
+    # same attempt (same score) is recognised, any other claim is refused.
+    claim_keys = [mine, "unacked", "unacked_index"]
+    assert transport._run(r, transport.CLAIM, claim_keys, [b"m1", "t1", "rec", "12.5"]) == 1
+    assert (r.llen(mine), r.hget("unacked", "t1"), r.zscore("unacked_index", "t1")) == (
+        0,
+        b"rec",
+        12.5,
+    )
+    assert transport._run(r, transport.CLAIM, claim_keys, [b"m1", "t1", "rec", "12.5"]) == 2
+    assert transport._run(r, transport.CLAIM, claim_keys, [b"m1", "t1", "rec", "13.0"]) == 0
+    # No-ack: out of the list, nothing recorded.
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [1, b"m2"]
+    assert transport._run(r, transport.CLAIM, claim_keys, [b"m2", "", "", "1"]) == 1
+    assert r.hlen("unacked") == 1
+
+    # RETURN by channel id (a lost connection of this process): back to the consuming end.
+    r.lpush("q", b"m3", b"m4")
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [1, b"m3"]
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [1, b"m4"]
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [2, b"p1"]
+    args = [f"{reg}:", "", "", transport.FORGET_AFTER]
+    assert transport._run(r, transport.RETURN, [reg], [*args, "other"]) == 0
+    assert transport._run(r, transport.RETURN, [reg], [*args, "c1"]) == 3
+    assert r.lrange("q", 0, -1) == [b"m4", b"m3"]  # m3, the older, is next out
+    assert r.lrange(pri, 0, -1) == [b"p1"]
+    assert r.zcard(reg) == 2  # entries stay: a late BLMOVE into them is still found
+
+    # RETURN of stale lists (dead consumers): only those without a recent heartbeat;
+    # entries older than FORGET_AFTER are dropped.
+    assert transport._run(r, transport.FETCH, fetch_keys, [2, 1]) == [1, b"m3"]
+    stale = ["", "", "30", transport.FORGET_AFTER]
+    assert transport._run(r, transport.RETURN, [reg], [f"{reg}:", *stale[1:]]) == 0
+    r.zadd(reg, {mine: 1000.0})  # silent since 1970
+    assert transport._run(r, transport.RETURN, [reg], [f"{reg}:", *stale[1:]]) == 1
+    assert r.lrange("q", 0, -1) == [b"m4", b"m3"]
+    assert r.zscore(reg, mine) is None
+    assert r.zscore(reg, mine_pri) is not None
