@@ -198,6 +198,18 @@ class QoS(_kombu_redis.QoS):
             return
         super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
 
+    def ack(self, delivery_tag: str) -> None:
+        """Kombu's ack; when Redis cannot be reached the task is still done, so its
+        prefetch slot is freed all the same (Kombu keeps it, and a worker whose slots are
+        all held by failed acks never fetches again, so it never notices the dead
+        connection). The message stays in the unacked hash: it runs again after the
+        visibility timeout, as with Kombu."""
+        try:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        except BaseException:
+            virtual.QoS.ack(self, delivery_tag)
+            raise
+
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
         if (self._vrestore_count - 1) % (interval or 1):

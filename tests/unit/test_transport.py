@@ -49,6 +49,7 @@ OVERRIDDEN_OR_CALLED = {
         "kwargs",
     ],
     (virtual.Transport, "_deliver"): ["self", "message", "queue"],
+    (kombu_redis.QoS, "ack"): ["self", "delivery_tag"],
     (kombu_redis.MultiChannelPoller, "_register_BRPOP"): ["self", "channel"],
 }
 
@@ -211,3 +212,25 @@ def test_confirmed_publish_rejects_bad_input(extra: dict[str, str], variable: st
 def test_confirmed_publish_needs_the_transport() -> None:
     with pytest.raises(SettingsError, match="CELERY_FLEET_RELIABLE_FETCH=true"):
         load({**env(BROKER_URL="redis://h:6379/0"), "CELERY_BROKER_WAIT_REPLICAS": "1"})
+
+
+def test_a_failed_ack_frees_the_prefetch_slot() -> None:
+    """Redis unreachable at ack time: Kombu's QoS keeps the slot, ours frees it (the task
+    is done) and still raises, so Celery logs "Couldn't ack"."""
+    import redis
+
+    class Detached:
+        unacked_key = "unacked"
+        unacked_index_key = "unacked_index"
+        do_restore = False  # nothing to restore when the test's QoS is collected
+
+        def conn_or_acquire(self, client: Any = None) -> Any:
+            raise redis.exceptions.ConnectionError("primary gone")
+
+    for qos_class, frees in ((kombu_redis.QoS, False), (transport.QoS, True)):
+        qos = qos_class(Detached(), prefetch_count=1)
+        virtual.QoS.append(qos, object(), "tag")  # delivered, held in memory
+        assert not qos.can_consume()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            qos.ack("tag")
+        assert qos.can_consume() is frees
