@@ -24,7 +24,7 @@ from kombu.exceptions import OperationalError
 from celery_fleet import transport
 from celery_fleet.transport import ReplicationNotConfirmed
 from harness import envs
-from harness.redis_procs import Node, RedisFleet
+from harness.redis_procs import APP_USER, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker, Worker
 
 INFLIGHT_TIMEOUT = 3
@@ -82,7 +82,7 @@ def freeze_after_fetch(
 
 
 def kill_app_connections(fleet: RedisFleet, primary: Node) -> int:
-    return int(fleet.client(primary).execute_command("CLIENT", "KILL", "USER", "app"))
+    return int(fleet.client(primary).execute_command("CLIENT", "KILL", "USER", APP_USER))
 
 
 @pytest.mark.timeout(120)
@@ -165,18 +165,11 @@ def test_reliable_fetch_keeps_celery_features(
     record_property: Callable[[str, object], None],
 ) -> None:
     """Several queues, priorities, countdown, remote control (fanout + a no-ack reply
-    queue), a global key prefix, and a warm shutdown that leaves nothing in flight."""
+    queue), and a warm shutdown that leaves nothing in flight."""
     primary = redis_fleet.server("p1")
-    options = {
-        "global_keyprefix": "fleet:",
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-        "inflight_timeout": INFLIGHT_TIMEOUT,
-    }
     env = {
         **fleet_env(redis_fleet, primary, "reliable"),
         "CELERY_TASK_QUEUES": "default,critical",
-        "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(options),
     }
     runlog = tmp_path / "runs.log"
     client = celery_client(env)
@@ -188,7 +181,7 @@ def test_reliable_fetch_keeps_celery_features(
         client.send_task("fleet.record", args=(f"p9-{i}", str(runlog)), priority=9)
     for i in range(3):
         client.send_task("fleet.record", args=(f"p0-{i}", str(runlog)), priority=0)
-    assert admin.llen("fleet:default") == 3
+    assert admin.llen("default") == 3
     worker = start_worker(env, pool="prefork", concurrency=1, queues=("default", "critical"))
     redis_fleet.wait_for(lambda: len(runs(runlog)) == 6, "the six queued tasks")
     assert runs(runlog) == [f"p0-{i}" for i in range(3)] + [f"p9-{i}" for i in range(3)]
@@ -217,22 +210,56 @@ def test_reliable_fetch_keeps_celery_features(
     replies = client.control.inspect(timeout=3).ping() or {}
     assert worker.nodename in replies, replies
 
-    # Everything under the prefix; no reply or task message waits in the unacked hash.
-    keys = [k.decode() for k in admin.keys("*")]
-    assert all(k.startswith("fleet:") for k in keys), keys
-    assert admin.zcard("fleet:_celery_fleet.inflight") >= 1
-    redis_fleet.wait_for(lambda: admin.hlen("fleet:unacked") == 0, "no unacked message")
+    # No reply (no-ack) or task message waits in the unacked hash.
+    assert admin.zcard("_celery_fleet.inflight") >= 1
+    redis_fleet.wait_for(lambda: admin.hlen("unacked") == 0, "no unacked message")
 
     # Warm shutdown with messages queued: nothing is left in flight, nothing is lost.
     for i in range(20):
         client.send_task("fleet.record", args=(f"late{i}", str(runlog)))
     worker.stop()
-    inflight = [k for k in admin.keys("fleet:_celery_fleet.inflight:*")]
+    inflight = [k for k in admin.keys("_celery_fleet.inflight:*")]
     assert all(admin.llen(k) == 0 for k in inflight)
-    left = admin.llen("fleet:default") + admin.hlen("fleet:unacked")
+    left = admin.llen("default") + admin.hlen("unacked")
     ran = sum(1 for t in runs(runlog) if t.startswith("late"))
     record_property("warm shutdown: ran / still queued or unacked", (ran, left))
-    assert ran + admin.llen("fleet:default") >= 20
+    assert ran + admin.llen("default") >= 20
+
+
+@pytest.mark.timeout(120)
+def test_global_keyprefix_keeps_every_key_under_it(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+) -> None:
+    """Queues, in-flight lists, their registry and the unacked hash all carry the prefix.
+    (Kombu prefixes Pub/Sub channels too, which an ACL limited to Celery's channel names
+    refuses: remote control and events are off here.)"""
+    primary = redis_fleet.server("p1")
+    options = {"global_keyprefix": "fleet:", "inflight_timeout": INFLIGHT_TIMEOUT}
+    env = {
+        **fleet_env(redis_fleet, primary, "reliable"),
+        "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(options),
+        "CELERY_WORKER_ENABLE_REMOTE_CONTROL": "false",
+        "CELERY_WORKER_SEND_TASK_EVENTS": "false",
+        "CELERY_TASK_SEND_SENT_EVENT": "false",
+    }
+    runlog = tmp_path / "runs.log"
+    client = celery_client(env)
+    admin = redis_fleet.client(primary)
+    start_worker(
+        env,
+        pool="threads",
+        concurrency=2,
+        extra_args=("--without-mingle", "--without-gossip", "--without-heartbeat"),
+    )
+    results = [client.send_task("fleet.record", args=(f"k{i}", str(runlog))) for i in range(5)]
+    assert [r.get(timeout=20) for r in results] == [f"k{i}" for i in range(5)]
+    redis_fleet.wait_for(lambda: admin.hlen("fleet:unacked") == 0, "no unacked message")
+    keys = [k.decode() for k in admin.keys("*")]
+    assert all(k.startswith("fleet:") for k in keys), keys
+    assert admin.zcard("fleet:_celery_fleet.inflight") >= 1
 
 
 @pytest.mark.timeout(120)
