@@ -17,7 +17,9 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     - the publish-time ETA guard (``guards``), with the app's visibility timeout;
     - beat's liveness key (``beat``);
     - the failover guards around Kombu (``patches``);
-    - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false).
+    - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false);
+    - with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across a
+      failover's switch to the next broker URL (``transport.install``).
     """
     from . import beat, deadletter, guards, patches
 
@@ -27,3 +29,7 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     beat.install()
     patches.guard_restore_unacked()
     deadletter.install()
+    if str(settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
+        from . import transport
+
+        transport.install()
