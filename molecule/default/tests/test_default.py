@@ -150,7 +150,11 @@ def test_the_app_user_can_do_celery_work() -> None:
     r.delete("mol:queue")
     r.lpush("mol:queue", "task-1")
     assert r.brpop(["mol:queue"], timeout=1) == (b"mol:queue", b"task-1")
-    assert r.publish("mol:events", "hello") == 0
+    # Pub/Sub only on Celery's channels (results, pidbox, events); any other is refused.
+    assert r.publish("celery-task-meta-mol", "hello") == 0
+    assert r.publish("/0.celeryev/worker.heartbeat", "hello") == 0
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        r.publish("mol:events", "hello")
     assert r.eval("return redis.call('INCR', KEYS[1])", 1, "mol:counter") >= 1
     with r.pipeline() as pipe:
         pipe.multi()
