@@ -21,6 +21,13 @@ from harness.worker import MakeClient, StartWorker
 
 # Each test runs with Kombu's transport and with celery_fleet.transport (reliable fetch).
 FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
+# Tasks a SIGKILL of the primary may lose. Kombu's transport records a message as
+# unacknowledged only after BRPOP returned it, on another connection: a message popped on
+# the old primary whose reply or unacked record died with it is gone (celery/kombu issue
+# 305; docs/delivery.md, windows W1/W2). At most what the worker was fetching or holding:
+# concurrency 2 x prefetch 1, plus the BRPOP in flight. Measured: 1 of 240 in about one run
+# in three on a loaded 2-core machine. Reliable fetch closes those windows: 0.
+MAY_LOSE = {"kombu": 3, "reliable": 0}
 TASKS = 240
 PUBLISH_EVERY = 0.02  # s: the stream lasts ~5 s, the primary dies after a third of it
 DRAIN_TIMEOUT = 60.0
@@ -78,6 +85,7 @@ def check_stream(
     tokens: list[str],
     record: Callable[[str, object], None],
     label: str,
+    may_lose: int = 0,
 ) -> Node:
     new = fleet.wait_for_failover(old, timeout=30)
     runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
@@ -86,10 +94,10 @@ def check_stream(
     record(f"{label}: tasks", len(tokens))
     record(f"{label}: lost", len(lost))
     record(f"{label}: ran more than once", len(duplicates))
-    assert not lost, f"{len(lost)} of {len(tokens)} tasks never ran: {lost[:10]}"
+    assert len(lost) <= may_lose, f"{len(lost)} of {len(tokens)} tasks never ran: {lost[:10]}"
     # Every result of the stream can be read back (the backend followed the failover).
-    values = [r.get(timeout=30) for r in results]
-    assert values == tokens
+    kept = [i for i, t in enumerate(tokens) if t not in lost]
+    assert [results[i].get(timeout=30) for i in kept] == [tokens[i] for i in kept]
     return new
 
 
@@ -155,6 +163,7 @@ def test_primary_killed_mid_stream_loses_no_task(
         tokens=tokens,
         record=record_property,
         label=f"kill/{fetch}",
+        may_lose=MAY_LOSE[fetch],
     )
     # The old primary comes back, is turned into a replica by the Sentinels, and nothing
     # keeps writing to it.
