@@ -43,6 +43,10 @@ sleep 1  # let the prefixers flush
 echo "==> summary (full logs in $logs/)"
 grep -h -E '^==> \[(process|systemd)\] make .* (ok in|FAILED)' "$logs/process.log" "$logs/systemd.log" || true
 if [ "$rc1" != 0 ] || [ "$rc2" != 0 ]; then
+  # The tail of a CI log is often all that survives: name what failed here.
+  echo "==> what failed (pytest, molecule and make lines from the lane logs)"
+  grep -h -E '^(FAILED|ERROR) |^E  +[A-Za-z]+(Error|Exception)|Executed: Failed|^make(\[[0-9]+\])?: \*\*\*' \
+    "$logs/process.log" "$logs/systemd.log" | grep -v "FAILED - RETRYING" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-400 | tail -n 40 || true
   echo "==> make test FAILED (process lane rc=$rc1, systemd lane rc=$rc2)"
   exit 1
 fi
