@@ -5,7 +5,8 @@
 Importing this module reads ``os.environ`` once (see docs/settings.md) and fails with a
 ``SettingsError`` naming the variable when the environment is wrong. It also warns, at
 publish time, about ETAs beyond the visibility timeout (see ``guards``), and makes beat
-keep a liveness key in the broker (see ``beat``), and guards workers against a Kombu bug
+keep a liveness key in the broker (see ``beat``), makes workers and beat log JSON lines
+unless CELERY_FLEET_LOG_FORMAT=text (see ``logs``), and guards workers against a Kombu bug
 that kills them during a failover (see ``patches``). Only Celery settings are public names
 here: Celery reads every public attribute of this module as configuration.
 """
@@ -14,8 +15,10 @@ import typing as _typing
 
 from celery_fleet import beat as _beat
 from celery_fleet import guards as _guards
+from celery_fleet import logs as _logs
 from celery_fleet import patches as _patches
 from celery_fleet.settings import load as _load
+from celery_fleet.settings import log_format as _log_format
 from celery_fleet.settings import publish_urls as _publish_urls
 
 _settings: dict[str, _typing.Any] = _load()
@@ -26,4 +29,5 @@ globals().update(_settings)
 _publish_urls(_settings)
 _guards.install(_settings)
 _beat.install()
+_logs.install(_log_format())
 _patches.guard_restore_unacked()
