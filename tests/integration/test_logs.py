@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import envs
-from harness.redis_procs import RedisFleet
+from harness.redis_procs import RedisFleet, env_without_secrets
 from harness.worker import MakeClient, StartWorker, Worker, message
 
 TIMEOUT = 30
+INTEGRATION = Path(__file__).resolve().parent
 
 
 def fleet_env(fleet: RedisFleet) -> dict[str, str]:
@@ -99,3 +104,31 @@ def test_text_format_is_celerys_own(
     lines = worker.log().splitlines()
     assert any(line.rstrip().endswith(f"{worker.nodename} ready.") for line in lines)
     assert not [line for line in lines if line.startswith("{")]
+
+
+def test_beat_logs_json_lines(redis_fleet: RedisFleet, tmp_path: Path) -> None:
+    env = {**env_without_secrets(), **fleet_env(redis_fleet), "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(INTEGRATION), env.get("PYTHONPATH")]))
+    logfile = tmp_path / "beat.log"
+    command = [sys.executable, "-m", "celery", "-A", "fleet_app", "beat", "--loglevel", "INFO"]
+    command += ["--schedule", str(tmp_path / "schedule")]
+    with logfile.open("ab") as out:
+        beat = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+        )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while "beat: Starting" not in logfile.read_text():
+            assert beat.poll() is None, logfile.read_text()
+            assert time.monotonic() < deadline, logfile.read_text()
+            time.sleep(0.2)
+    finally:
+        beat.terminate()
+        beat.wait(timeout=TIMEOUT)
+    lines = logfile.read_text().splitlines()
+    (starting,) = [json.loads(line) for line in lines if "beat: Starting" in line]
+    assert starting["logger"] == "celery.beat"
+    assert "worker" not in starting
+    assert starting["hostname"]
+    for secret in dataclasses.astuple(redis_fleet.secrets):
+        assert secret not in logfile.read_text()
