@@ -16,6 +16,7 @@ may hold anything. A URL's password in the message or the traceback is masked.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -46,6 +47,13 @@ FIELDS = (
 )
 
 _state: dict[str, str] = {}
+# urls.mask for free text: a URL's password ends at "@" and, in a log line, at a space.
+_PASSWORD = re.compile(r"(://[^\s:/@;]*:)[^\s@;]*@")
+
+
+def mask(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it masked."""
+    return _PASSWORD.sub(rf"\g<1>{urls.MASK}@", text)
 
 
 def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -87,7 +95,7 @@ class JsonFormatter(_BaseJsonFormatter):
         log_data["level"] = record.levelname
         log_data["logger"] = record.name
         log_data["process"] = record.processName
-        log_data["message"] = urls.mask(record.getMessage())
+        log_data["message"] = mask(record.getMessage())
         log_data["hostname"] = _hostname()
         if "worker" in _state:
             log_data["worker"] = _state["worker"]
@@ -95,9 +103,9 @@ class JsonFormatter(_BaseJsonFormatter):
         if record.exc_info and record.exc_info[0] is not None:
             log_data["exc_type"] = record.exc_info[0].__name__
             text = logging.Formatter.formatException(self, record.exc_info)
-            log_data["traceback"] = urls.mask(text)
+            log_data["traceback"] = mask(text)
         elif record.exc_text:
-            log_data["traceback"] = urls.mask(record.exc_text)
+            log_data["traceback"] = mask(record.exc_text)
         if record.stack_info:
             log_data["stack"] = record.stack_info
 

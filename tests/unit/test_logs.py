@@ -70,6 +70,13 @@ def test_url_passwords_are_masked_in_message_and_traceback() -> None:
     )
 
 
+def test_masking_stops_at_a_space() -> None:
+    text = "GET http://web:8080/health by ops@example.org, broker redis://:pw@h:6379/0"
+    assert logs.mask(text) == (
+        "GET http://web:8080/health by ops@example.org, broker redis://:***@h:6379/0"
+    )
+
+
 def test_celerys_received_line_carries_the_task_from_its_arguments() -> None:
     context = {"id": "abc-123", "name": "proj.add", "args": "(1, 2)", "kwargs": "{}"}
     rec = record("Task %(name)s[%(id)s] received", context, name="celery.worker.strategy")
