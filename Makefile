@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # pytest workers for the process-level suites; the machine has 2 cores.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup lint test test-unit test-integration clean
+.PHONY: help setup lint test test-unit test-integration docs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -24,15 +24,18 @@ $(VENV)/.done: requirements.txt requirements-dev.txt pyproject.toml
 
 setup: $(VENV)/.done ## Create .venv with pinned tools and the package (editable)
 
-lint: setup ## ruff, mypy (src/), yamllint, ansible-lint
-	$(BIN)/ruff check src tests bench molecule examples
-	$(BIN)/ruff format --check src tests bench molecule examples
+lint: setup ## ruff, mypy (src/, tools/), yamllint, ansible-lint
+	$(BIN)/ruff check src tests bench molecule examples tools
+	$(BIN)/ruff format --check src tests bench molecule examples tools
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	@if [ -n "$$(ls roles 2>/dev/null)" ]; then $(BIN)/ansible-lint -q; fi
 
 test-unit: setup ## Fast tests: settings, CLI, no servers
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/unit
+
+docs: setup ## Rewrite the inputs tables of docs/roles/*.md from roles/*/meta/argument_specs.yml
+	$(BIN)/python tools/role_docs.py
 
 test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback, fault suite
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults

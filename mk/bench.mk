@@ -1,4 +1,4 @@
-# Benchmarks (issue 6): figures, not pass/fail. Results in bench/results/.
+# Benchmarks: figures, not pass/fail. Results in bench/results/.
 .PHONY: bench bench-quick
 bench: setup images molecule-image wheelhouse ## Throughput, failover, footprint, converge figures -> bench/results/
 	$(BIN)/python -m bench.run all

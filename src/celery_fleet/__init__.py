@@ -1,3 +1,39 @@
 """celery-fleet: Celery on Redis in production."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> None:
+    """Connect celery-fleet's hooks to Celery (idempotent).
+
+    ``celery_fleet.celeryconfig`` calls it; an app configured otherwise (Django's
+    ``django_settings()``, its own config) calls ``celery_fleet.install(app)`` once:
+
+    - the publish-time ETA guard (``guards``), with the app's visibility timeout;
+    - beat's liveness key (``beat``);
+    - the failover guards around Kombu (``patches``);
+    - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false);
+    - JSON log lines from workers and beat (``logs``; Celery's text with
+      CELERY_FLEET_LOG_FORMAT=text);
+    - with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across a
+      failover's switch to the next broker URL (``transport.install``).
+    """
+    from . import beat, deadletter, guards, logs, patches
+    from .settings import log_format
+
+    if settings is None:
+        settings = app.conf if app is not None else {}
+    guards.install(settings)
+    beat.install()
+    patches.guard_restore_unacked()
+    deadletter.install()
+    logs.install(log_format())
+    if str(settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
+        from . import transport
+
+        transport.install()

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import envfile
 from .settings import SettingsError, load, masked
@@ -58,6 +59,76 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor.exit_status(results)
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    from .deadletter import commands, operator
+
+    try:
+        options = dict(vars(args))
+        if args.action == "purge":
+            options["older_than"] = commands.parse_age(args.older_than)
+        if args.action == "requeue" and bool(args.ids) == bool(args.all):
+            raise ValueError("give entry IDs or --all, not both and not neither")
+        env: dict[str, str] = {}
+        for path in args.env_file or []:
+            env.update(envfile.read(path))
+        if not args.env_file:
+            env = dict(os.environ)
+        for name in (operator.USERNAME_VAR, operator.PASSWORD_VAR):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return commands.run(args.action, env, options)
+    except (SettingsError, envfile.EnvFileError, ValueError) as exc:
+        print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
+        return EXIT_CANNOT
+    except Exception as exc:  # a Redis or Kombu error: say which, without a traceback
+        hint = ""
+        if type(exc).__name__ == "NoPermissionError":
+            hint = (
+                f" (the app user may only add entries: set {operator.USERNAME_VAR} and "
+                f"{operator.PASSWORD_VAR} to the dead-letter operator user)"
+            )
+        print(f"error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return EXIT_CANNOT
+
+
+def _add_dead_letters(sub: Any) -> None:
+    dl = sub.add_parser(
+        "dead-letters",
+        help="list, show, requeue and purge tasks that failed for good",
+        description="The dead-letter stream (docs/deadletters.md). Connects as "
+        "CELERY_FLEET_DEAD_LETTER_USERNAME/_PASSWORD (the operator user), with the rest "
+        "of the app's settings. Exit 0 done, 1 some entries not found or not requeued, "
+        "2 cannot run.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--env-file",
+        metavar="FILE",
+        action="append",
+        help="KEY=value file (the app's celery.env); repeat to add one with the operator "
+        "credentials; default: the process environment",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    actions = dl.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", parents=[common], help="newest entries first")
+    listing.add_argument("--name", help="only this task name")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    show = actions.add_parser("show", parents=[common], help="one entry in full")
+    show.add_argument("id", help="the entry ID (first column of list)")
+    again = actions.add_parser(
+        "requeue",
+        parents=[common],
+        help="send entries' tasks again (new id) and delete the entries",
+    )
+    again.add_argument("ids", nargs="*", metavar="ID", help="entry IDs")
+    again.add_argument("--all", action="store_true", help="every entry (see --name)")
+    again.add_argument("--name", help="with --all: only this task name")
+    purge = actions.add_parser("purge", parents=[common], help="delete old entries")
+    purge.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 7d, 12h")
+    actions.add_parser("stats", parents=[common], help="entries in all and per task name")
+    dl.set_defaults(func=_dead_letters)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="celery-fleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--timeout", type=float, default=5.0, help="seconds per probe")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.set_defaults(func=_doctor)
+    _add_dead_letters(sub)
     return parser
 
 

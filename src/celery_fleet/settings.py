@@ -61,7 +61,7 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     "task_soft_time_limit": 600,
     "task_time_limit": 900,
     "task_track_started": True,
-    # The real setting name (seed 002 says task_send_sent_signal, which Celery ignores).
+    # The real setting name (a common snippet says task_send_sent_signal, which Celery ignores).
     "task_send_sent_event": True,
     "worker_send_task_events": True,
     "result_expires": 3600,
@@ -120,6 +120,8 @@ FLEET_KEYS = {
     "SENTINEL_SSL",
     "SENTINEL_SOCKET_TIMEOUT",
     "VISIBILITY_TIMEOUT",
+    "BROKER_WAIT_REPLICAS",
+    "BROKER_WAIT_TIMEOUT_MS",
 }
 # CELERY_* variables read by the celery command itself or by Celery internals.
 NOT_SETTINGS = {
@@ -144,6 +146,15 @@ KNOWN_MISTAKES = {
     "TASK_SEND_SENT_SIGNAL": "CELERY_TASK_SEND_SENT_EVENT",
     "REDIS_USE_SSL": "CELERY_REDIS_BACKEND_USE_SSL (or CELERY_REDIS_BACKEND_SSL_*)",
     "BROKER_SSL_OPTIONS": "CELERY_BROKER_USE_SSL (or CELERY_BROKER_SSL_*)",
+}
+
+# Opt-in reliable fetch (celery_fleet.transport): the transport per broker URL scheme.
+RELIABLE_FETCH_VAR = "CELERY_FLEET_RELIABLE_FETCH"
+RELIABLE_TRANSPORTS = {
+    "redis": "celery_fleet.transport:Transport",
+    "rediss": "celery_fleet.transport:Transport",
+    "socket": "celery_fleet.transport:Transport",
+    "sentinel": "celery_fleet.transport:SentinelTransport",
 }
 
 # Settings this module parses itself (task_queues: "default,critical").
@@ -501,6 +512,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         transport.update(_sentinel_options(env, broker, broker_var, broker_tls))
     transport.update(raw.get("broker_transport_options") or {})
     settings["broker_transport_options"] = transport
+    _reliable_fetch(env, broker, settings)
 
     backend_var = PREFIX + "RESULT_BACKEND"
     backend_raw = env.get(backend_var)
@@ -545,6 +557,51 @@ def log_format(env: Mapping[str, str] | None = None) -> str:
             LOG_FORMAT_VAR, f"{raw!r} is not a log format; use json (one object per line) or text"
         )
     return value
+
+
+def _reliable_fetch(
+    env: Mapping[str, str], broker: urls.RedisUrl, settings: dict[str, Any]
+) -> None:
+    """``CELERY_FLEET_RELIABLE_FETCH=true``: consume through celery_fleet.transport, where a
+    fetched message is never only in the worker's memory; ``CELERY_BROKER_WAIT_REPLICAS``:
+    confirmed publish on the same transport (docs/delivery.md)."""
+    replicas_var = PREFIX + "BROKER_WAIT_REPLICAS"
+    timeout_var = PREFIX + "BROKER_WAIT_TIMEOUT_MS"
+    replicas = parse_number(replicas_var, env.get(replicas_var, "0"), int)
+    wait_ms = parse_number(timeout_var, env.get(timeout_var, "1000"), int)
+    if replicas < 0:
+        raise SettingsError(replicas_var, f"{replicas} is negative; use 0 (off) or 1, 2, ...")
+    if wait_ms <= 0:
+        raise SettingsError(
+            timeout_var, f"{wait_ms} must be above 0 (WAIT with 0 would block forever)"
+        )
+    if not parse_bool(RELIABLE_FETCH_VAR, env.get(RELIABLE_FETCH_VAR, "false")):
+        if replicas:
+            raise SettingsError(
+                replicas_var,
+                f"confirmed publish is part of celery_fleet.transport; set "
+                f"{RELIABLE_FETCH_VAR}=true too, or unset {replicas_var}",
+            )
+        return
+    path = RELIABLE_TRANSPORTS[broker.scheme]
+    chosen = settings.get("broker_transport")
+    if chosen and chosen != path:
+        raise SettingsError(
+            PREFIX + "BROKER_TRANSPORT",
+            f"{chosen!r} conflicts with {RELIABLE_FETCH_VAR}=true, which uses {path!r}; "
+            "unset one of the two",
+        )
+    settings["broker_transport"] = path
+    options = settings["broker_transport_options"]
+    if replicas:
+        options.setdefault("wait_replicas", replicas)
+        options.setdefault("wait_timeout_ms", wait_ms)
+    inflight = options.get("inflight_timeout", 60)
+    if not isinstance(inflight, int | float) or isinstance(inflight, bool) or inflight <= 0:
+        raise SettingsError(
+            PREFIX + "BROKER_TRANSPORT_OPTIONS",
+            f"inflight_timeout={inflight!r} must be a positive number of seconds",
+        )
 
 
 def _parse_url(value: str, variable: str) -> urls.RedisUrl:

@@ -18,10 +18,11 @@ and users.acl from ``templates/redis.conf.j2`` and ``templates/users.acl.j2`` wi
 
 So data nodes are TLS-only by default, with the role's ACL users (``default`` off;
 ``APP_USER`` for Celery without ``@dangerous``/``@admin``; ``replication``; ``sentinel``;
-``monitor``; ``admin`` for the harness itself) or the role's ``requirepass`` mode. Sentinels
-run on TLS with the role's ACL users (``default`` off; the administrator, which the harness
-and the Sentinels themselves use; the discover-only client user Celery gets) and log in to
-the data nodes as the role's ``sentinel`` user.
+``monitor``; ``deadletter``, the dead-letter operator; ``admin`` for the harness itself) or
+the role's ``requirepass`` mode. Sentinels run on TLS with the role's ACL users (``default``
+off; the administrator, which the harness and the Sentinels themselves use; the
+discover-only client user Celery gets) and log in to the data nodes as the role's
+``sentinel`` user.
 
 Readiness is always asked of the process (PING over TLS with redis-py, replication link
 up, Sentinels that see each other), never waited for with a fixed sleep. Ports are picked
@@ -78,6 +79,7 @@ class Secrets:
     app: str = field(default_factory=lambda: secrets.token_urlsafe(18))  # also requirepass
     admin: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     monitor: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    deadletter: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     replication: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinel_user: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     sentinels: str = field(default_factory=lambda: secrets.token_urlsafe(18))
@@ -89,6 +91,7 @@ _REDIS = render.role_defaults("redis")
 APP_USER: str = _REDIS["redis_app_user"]
 ADMIN_USER: str = _REDIS["redis_admin_user"]
 MONITOR_USER: str = _REDIS["redis_monitor_user"]
+DEADLETTER_USER: str = _REDIS["redis_deadletter_user"]
 # Sentinels: the administrator (the harness, and each Sentinel on the others) and the
 # discover-only client user that Celery gets (role redis_sentinel's defaults).
 _SENTINEL = render.role_defaults("redis_sentinel")
@@ -252,6 +255,7 @@ class RedisFleet:
             "redis_admin_password": s.admin,
             "redis_app_password": s.app,
             "redis_monitor_password": s.monitor,
+            "redis_deadletter_password": s.deadletter,
             "redis_replication_password": s.replication,
             "redis_sentinel_auth_password": s.sentinel_user,
             "redis_replicaof_host": HOST if replica_of is not None else "",

@@ -62,7 +62,7 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[dict[str, str], str]]:
             {"CELERY_BROKER_URL": rediss, "CELERY_VISIBILITY_TIMEOUT": "1h"},
             "CELERY_VISIBILITY_TIMEOUT",
         ),
-        "seed-001-typo": (
+        "result-backend-use-ssl-typo": (
             {"CELERY_BROKER_URL": rediss, "CELERY_RESULT_BACKEND_USE_SSL": "true"},
             "CELERY_REDIS_BACKEND_USE_SSL",  # the suggestion, next to the wrong name
         ),
@@ -77,7 +77,7 @@ CASES = [
     "missing-ca-file",
     "key-without-cert",
     "not-a-number",
-    "seed-001-typo",
+    "result-backend-use-ssl-typo",
 ]
 
 

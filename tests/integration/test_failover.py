@@ -19,6 +19,8 @@ from harness import envs
 from harness.redis_procs import Node, RedisFleet
 from harness.worker import MakeClient, StartWorker
 
+# Each test runs with Kombu's transport and with celery_fleet.transport (reliable fetch).
+FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
 TASKS = 240
 PUBLISH_EVERY = 0.02  # s: the stream lasts ~5 s, the primary dies after a third of it
 DRAIN_TIMEOUT = 60.0
@@ -87,6 +89,27 @@ def check_stream(
     return new
 
 
+@pytest.fixture(params=list(FETCH))
+def fetch(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def assert_reliable_fetch_followed(fleet: RedisFleet, new: Node, fetch: str) -> None:
+    """With reliable fetch the worker still heartbeats its in-flight lists on the NEW
+    primary: it kept celery_fleet.transport through Kombu's failover switch."""
+    if fetch != "reliable":
+        return
+    admin = fleet.client(new)
+    now = float(admin.time()[0])
+    seen = [score for _, score in admin.zrange("_celery_fleet.inflight", 0, -1, withscores=True)]
+
+    def fresh() -> bool:
+        current = [s for _, s in admin.zrange("_celery_fleet.inflight", 0, -1, withscores=True)]
+        return bool(current) and max(current) >= now
+
+    fleet.wait_for(fresh, f"a reliable-fetch heartbeat on {new!r} (had {seen})", timeout=10)
+
+
 def after_failover_round(
     fleet: RedisFleet, new: Node, client_send: Callable[[int], AsyncResult], backend_db: int
 ) -> None:
@@ -106,9 +129,10 @@ def test_primary_killed_mid_stream_loses_no_task(
     celery_client: MakeClient,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
+    fetch: str,
 ) -> None:
     old = sentinel_cluster(redis_fleet)
-    env = envs.sentinel(redis_fleet)
+    env = {**envs.sentinel(redis_fleet), **FETCH[fetch]}
     runlog = tmp_path / "runs.log"
     start_worker(env, pool="prefork", concurrency=2)
     client = celery_client(env)
@@ -117,7 +141,7 @@ def test_primary_killed_mid_stream_loses_no_task(
         return client.send_task("fleet.record", args=(f"t{i}", str(runlog)))
 
     results, stall = stream(send, TASKS, TASKS // 3, lambda: redis_fleet.kill(old))
-    record_property("kill: longest publish stall (s)", round(stall, 2))
+    record_property(f"kill/{fetch}: longest publish stall (s)", round(stall, 2))
     tokens = [f"t{i}" for i in range(TASKS)]
     new = check_stream(
         fleet=redis_fleet,
@@ -126,7 +150,7 @@ def test_primary_killed_mid_stream_loses_no_task(
         runlog=runlog,
         tokens=tokens,
         record=record_property,
-        label="kill",
+        label=f"kill/{fetch}",
     )
     # The old primary comes back, is turned into a replica by the Sentinels, and nothing
     # keeps writing to it.
@@ -135,6 +159,7 @@ def test_primary_killed_mid_stream_loses_no_task(
         lambda: redis_fleet.role(old) == "slave", f"{old!r} to rejoin as a replica", timeout=40
     )
     after_failover_round(redis_fleet, new, send, backend_db=1)
+    assert_reliable_fetch_followed(redis_fleet, new, fetch)
 
 
 @pytest.mark.timeout(180)
@@ -144,12 +169,13 @@ def test_demoted_primary_is_not_written_to(
     celery_client: MakeClient,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
+    fetch: str,
 ) -> None:
     """``SENTINEL FAILOVER`` demotes a primary that stays up: every open connection to it
     now gets READONLY on writes (celery issues 7946, 10119). Workers and the result
     backend must move to the new primary instead of failing or shutting down."""
     old = sentinel_cluster(redis_fleet)
-    env = envs.sentinel(redis_fleet)
+    env = {**envs.sentinel(redis_fleet), **FETCH[fetch]}
     runlog = tmp_path / "runs.log"
     worker = start_worker(env, pool="threads", concurrency=4)
     client = celery_client(env)
@@ -163,7 +189,7 @@ def test_demoted_primary_is_not_written_to(
 
     count = TASKS // 2
     results, stall = stream(send, count, count // 3, demote)
-    record_property("demote: longest publish stall (s)", round(stall, 2))
+    record_property(f"demote/{fetch}: longest publish stall (s)", round(stall, 2))
     tokens = [f"t{i}" for i in range(count)]
     new = check_stream(
         fleet=redis_fleet,
@@ -172,10 +198,11 @@ def test_demoted_primary_is_not_written_to(
         runlog=runlog,
         tokens=tokens,
         record=record_property,
-        label="demote",
+        label=f"demote/{fetch}",
     )
     redis_fleet.wait_for(lambda: redis_fleet.role(old) == "slave", f"{old!r} to be a replica")
     after_failover_round(redis_fleet, new, send, backend_db=1)
+    assert_reliable_fetch_followed(redis_fleet, new, fetch)
     assert worker.proc is not None
     assert worker.proc.poll() is None, f"the worker exited:\n{worker.log_tail()}"
 
@@ -200,13 +227,14 @@ def test_long_task_running_during_failover_completes(
     celery_client: MakeClient,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
+    fetch: str,
 ) -> None:
     """Tasks running while the primary dies must end, once, soon. The production defaults
     (acks late, worker_cancel_long_running_tasks_on_connection_loss=False) let them finish.
     With cancel=True a cancelled task could hang until the hard time limit and be acked as
     TimeLimitExceeded, never to run again (h1 finding F8, 3 of 5 runs here)."""
     old = sentinel_cluster(redis_fleet)
-    env = {**envs.sentinel(redis_fleet), **SHORT_VISIBILITY}
+    env = {**envs.sentinel(redis_fleet), **SHORT_VISIBILITY, **FETCH[fetch]}
     runlog = tmp_path / "runs.log"
     start_worker(env, pool="prefork", concurrency=2)
     client = celery_client(env)
@@ -219,8 +247,10 @@ def test_long_task_running_during_failover_completes(
     redis_fleet.wait_for_failover(old, timeout=30)
     tokens = [f"end:long{i}" for i in range(2)]
     runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
-    record_property("long task: s from kill to both ends", round(time.monotonic() - killed, 1))
-    record_property("long task: starts", sum(runs[f"start:long{i}"] for i in range(2)))
+    record_property(
+        f"long task/{fetch}: s from kill to both ends", round(time.monotonic() - killed, 1)
+    )
+    record_property(f"long task/{fetch}: starts", sum(runs[f"start:long{i}"] for i in range(2)))
     assert all(runs[t] for t in tokens), f"never completed after the failover: {dict(runs)}"
     assert [r.get(timeout=30) for r in long] == ["long0", "long1"]
     # If the ack was lost with the old primary, the message is still in the unacked index
@@ -228,6 +258,6 @@ def test_long_task_running_during_failover_completes(
     time.sleep(int(SHORT_VISIBILITY["CELERY_VISIBILITY_TIMEOUT"]) + 6)
     runs = read_runs(runlog)
     record_property(
-        "long task: ran again after the visibility timeout",
+        f"long task/{fetch}: ran again after the visibility timeout",
         sum(runs[t] for t in tokens) - len(tokens),
     )

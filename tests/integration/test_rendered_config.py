@@ -63,6 +63,7 @@ def test_data_node_runs_the_role_defaults(redis_fleet: RedisFleet) -> None:
         defaults["redis_admin_user"],
         defaults["redis_app_user"],
         defaults["redis_monitor_user"],
+        defaults["redis_deadletter_user"],
         defaults["redis_replication_user"],
         defaults["redis_sentinel_auth_user"],
     }

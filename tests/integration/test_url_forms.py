@@ -81,7 +81,7 @@ def rediss_env(fleet: RedisFleet) -> Case:
 
 
 def rediss_json_dicts(fleet: RedisFleet) -> Case:
-    """Seed 000's form: Celery's own SSL dicts as JSON, here with a client certificate
+    """A common snippet's form: Celery's own SSL dicts as JSON, here with a client certificate
     against a server that demands one, and connection-pool settings from the env."""
     node = fleet.server("mtls", mtls=True)
     pki = fleet.pki

@@ -1,4 +1,5 @@
-"""`celery-fleet settings` on the seeds' configurations, run as the real command."""
+"""`celery-fleet settings` on common snippets' configurations (tests/unit/snippets), run as the
+real command."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SEEDS = Path(__file__).parent / "seeds"
+SNIPPETS = Path(__file__).parent / "snippets"
 
 
 def run(env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -23,9 +24,9 @@ def run(env_file: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def seed(tmp_path: Path, pem: dict[str, str]):  # type: ignore[no-untyped-def]
+def snippet(tmp_path: Path, pem: dict[str, str]):  # type: ignore[no-untyped-def]
     def materialise(name: str) -> Path:
-        text = (SEEDS / name).read_text()
+        text = (SNIPPETS / name).read_text()
         text = text.replace("@CA@", pem["ca_crt"]).replace("@CERT@", pem["client_crt"])
         path = tmp_path / name
         path.write_text(text.replace("@KEY@", pem["client_key"]))
@@ -37,15 +38,15 @@ def seed(tmp_path: Path, pem: dict[str, str]):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     "name",
     [
-        "000-tcp.env",
-        "000-rediss-query.env",
-        "000-rediss-dict.env",
-        "001-render-fixed.env",
-        "001-local.env",
+        "redis-tcp-pool-limits.env",
+        "rediss-url-query-params.env",
+        "rediss-ssl-dicts.env",
+        "managed-rediss-verified.env",
+        "local-development.env",
     ],
 )
-def test_seed_configurations_resolve_cleanly(name: str, seed) -> None:  # type: ignore[no-untyped-def]
-    result = run(seed(name))
+def test_snippets_resolve_cleanly(name: str, snippet) -> None:  # type: ignore[no-untyped-def]
+    result = run(snippet(name))
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["broker_url"].startswith(("redis://", "rediss://"))
@@ -59,12 +60,12 @@ def test_seed_configurations_resolve_cleanly(name: str, seed) -> None:  # type: 
 @pytest.mark.parametrize(
     ("name", "warning"),
     [
-        ("000-socket.env", "Unknown result backend"),
-        ("000-sentinel.env", "below 0.5 s"),
+        ("result-backend-socket-scheme.env", "Unknown result backend"),
+        ("sentinel-short-socket-timeout.env", "below 0.5 s"),
     ],
 )
-def test_seed_configurations_that_work_with_a_warning(name: str, warning: str, seed) -> None:  # type: ignore[no-untyped-def]
-    result = run(seed(name))
+def test_snippets_that_work_with_a_warning(name: str, warning: str, snippet) -> None:  # type: ignore[no-untyped-def]
+    result = run(snippet(name))
     assert result.returncode == 0, result.stderr
     assert warning in result.stderr
 
@@ -72,13 +73,19 @@ def test_seed_configurations_that_work_with_a_warning(name: str, warning: str, s
 @pytest.mark.parametrize(
     ("name", "words"),
     [
-        ("001-render.env", ["CELERY_RESULT_BACKEND_USE_SSL", "CELERY_REDIS_BACKEND_USE_SSL"]),
-        ("002-config.env", ["CELERY_TASK_SEND_SENT_SIGNAL", "CELERY_TASK_SEND_SENT_EVENT"]),
-        ("002-sentinel.env", ["CELERY_SENTINEL_MASTER_NAME"]),
+        (
+            "managed-rediss-cert-none.env",
+            ["CELERY_RESULT_BACKEND_USE_SSL", "CELERY_REDIS_BACKEND_USE_SSL"],
+        ),
+        (
+            "celeryconfig-send-sent-signal.env",
+            ["CELERY_TASK_SEND_SENT_SIGNAL", "CELERY_TASK_SEND_SENT_EVENT"],
+        ),
+        ("sentinel-without-master-name.env", ["CELERY_SENTINEL_MASTER_NAME"]),
     ],
 )
-def test_seed_mistakes_exit_2_with_one_paragraph(name: str, words: list[str], seed) -> None:  # type: ignore[no-untyped-def]
-    result = run(seed(name))
+def test_snippet_mistakes_exit_2_with_one_paragraph(name: str, words: list[str], snippet) -> None:  # type: ignore[no-untyped-def]
+    result = run(snippet(name))
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("error: ")
@@ -88,8 +95,8 @@ def test_seed_mistakes_exit_2_with_one_paragraph(name: str, words: list[str], se
         assert word in result.stderr
 
 
-def test_seed_001_without_the_bogus_name_still_warns_about_cert_none(seed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    path = seed("001-render.env")
+def test_cert_none_snippet_without_the_bogus_name_still_warns(snippet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = snippet("managed-rediss-cert-none.env")
     lines = [ln for ln in path.read_text().splitlines() if "RESULT_BACKEND_USE_SSL" not in ln]
     path.write_text("\n".join(lines))
     result = run(path)

@@ -29,6 +29,7 @@ REDIS = {
     "redis_admin_password": GOOD + "a",
     "redis_app_password": GOOD + "b",
     "redis_monitor_password": GOOD + "c",
+    "redis_deadletter_password": GOOD + "i",
     "redis_replication_password": GOOD + "d",
     "redis_sentinel_auth_password": GOOD + "e",
     "flower_redis_password": GOOD + "f",

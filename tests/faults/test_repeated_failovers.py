@@ -1,0 +1,124 @@
+"""Repeated primary crashes under a steady stream of tasks: with reliable fetch, none is
+lost. A primary and one replica behind three Sentinels; the current primary is SIGKILLed
+again and again (the old one comes back as a replica in between), while a producer
+publishes tasks at a steady pace. "Lost" means never ran (counted in a file the task
+writes, outside Redis); duplicates are allowed (at-least-once) and reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import envs
+from harness.redis_procs import RedisFleet
+
+HERE = Path(__file__).resolve().parent
+KILLS = 5
+TASKS = 600
+PACE = 0.09  # s between publishes: the stream outlasts the kills
+KILL_EVERY = 8.0  # s; Sentinel waits 2 x failover-timeout before failing the same name over
+FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
+
+
+def runs(path: Path) -> collections.Counter[str]:
+    if not path.exists():
+        return collections.Counter()
+    return collections.Counter(line.split()[1] for line in path.read_text().splitlines())
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("fetch", ["reliable", "kombu"])
+def test_repeated_primary_kills_lose_no_task(
+    redis_fleet: RedisFleet,
+    start_worker,
+    celery_client,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    fetch: str,
+) -> None:
+    first = redis_fleet.server("redis-1")
+    redis_fleet.server("redis-2", replica_of=first)
+    redis_fleet.sentinels(first, down_after_ms=1000, failover_timeout_ms=3000)
+    env = {
+        **envs.sentinel(redis_fleet),
+        # Messages held by the worker when a primary dies come back by the visibility
+        # timeout: short here, so the suite waits seconds.
+        "CELERY_VISIBILITY_TIMEOUT": "12",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+        "CELERY_TASK_TIME_LIMIT": "8",
+        "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(
+            {"unacked_restore_interval": 2, "unacked_restore_throttle": 1, "inflight_timeout": 5}
+        ),
+        **FETCH[fetch],
+    }
+    marks = tmp_path / "marks"
+    worker = start_worker(env, app="faults_app", pythonpath=[HERE], concurrency=2)
+    client = celery_client(env)
+
+    published: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(TASKS):
+            token = f"t{i}"
+            try:
+                client.send_task("faults.mark", args=(token, str(marks)))
+            except Exception as exc:  # a publish that failed for good was never sent
+                errors.append(f"{token}: {exc!r}")
+            else:
+                published.append(token)
+            time.sleep(PACE)
+        done.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    started = time.monotonic()
+    producer.start()
+    stalls = []
+    for _ in range(KILLS):
+        time.sleep(KILL_EVERY / 2)
+        primary = redis_fleet.primary()
+        killed_at = time.monotonic()
+        redis_fleet.kill(primary)
+        new = redis_fleet.wait_for_failover(primary, timeout=30)
+        stalls.append(round(time.monotonic() - killed_at, 1))
+        redis_fleet.restart(primary)
+        redis_fleet.wait_for(
+            lambda p=primary, n=new: (
+                redis_fleet.info(p, "replication").get("master_port") == n.port
+                and redis_fleet.info(p, "replication").get("master_link_status") == "up"
+            ),
+            f"{primary!r} to rejoin as a replica",
+            timeout=40,
+        )
+        time.sleep(max(0.0, KILL_EVERY / 2 - (time.monotonic() - killed_at)))
+    assert done.wait(timeout=120), "the producer did not finish"
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        counts = runs(marks)
+        if all(counts[t] for t in published):
+            break
+        time.sleep(0.5)
+    counts = runs(marks)
+    lost = [t for t in published if counts[t] == 0]
+    duplicates = sum(1 for t in published if counts[t] > 1)
+    record_property(f"{fetch}: primary kills", KILLS)
+    record_property(f"{fetch}: seconds from kill to new primary", stalls)
+    record_property(f"{fetch}: tasks published", len(published))
+    record_property(f"{fetch}: publishes that failed", len(errors))
+    record_property(f"{fetch}: lost", len(lost))
+    record_property(f"{fetch}: ran more than once", duplicates)
+    record_property(f"{fetch}: test seconds", round(time.monotonic() - started))
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, worker.log_tail()
+    assert len(published) >= 500, errors[:5]
+    if fetch == "reliable":
+        assert not lost, f"{len(lost)} of {len(published)} tasks never ran: {lost[:10]}"
