@@ -18,10 +18,13 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     - beat's liveness key (``beat``);
     - the failover guards around Kombu (``patches``);
     - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false);
+    - JSON log lines from workers and beat (``logs``; Celery's text with
+      CELERY_FLEET_LOG_FORMAT=text);
     - with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across a
       failover's switch to the next broker URL (``transport.install``).
     """
-    from . import beat, deadletter, guards, patches
+    from . import beat, deadletter, guards, logs, patches
+    from .settings import log_format
 
     if settings is None:
         settings = app.conf if app is not None else {}
@@ -29,6 +32,7 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     beat.install()
     patches.guard_restore_unacked()
     deadletter.install()
+    logs.install(log_format())
     if str(settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
         from . import transport
 

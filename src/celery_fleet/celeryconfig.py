@@ -6,7 +6,8 @@ Importing this module reads ``os.environ`` once (see docs/settings.md) and fails
 ``SettingsError`` naming the variable when the environment is wrong. It then calls
 ``celery_fleet.install``: an ETA guard at publish time (``guards``), beat's liveness key
 (``beat``), the guards against a Kombu bug that kills workers during a failover
-(``patches``), the dead-letter store for tasks that failed for good (``deadletter``) and,
+(``patches``), the dead-letter store for tasks that failed for good (``deadletter``), JSON
+log lines from workers and beat unless CELERY_FLEET_LOG_FORMAT=text (``logs``) and,
 with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across failovers
 (``transport.install``). Only Celery settings are public names here: Celery reads every
 public attribute of this module as configuration.

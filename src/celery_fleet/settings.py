@@ -179,6 +179,9 @@ SERIALIZER_SETTINGS = (
 ALLOW_UNSAFE_VAR = "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS"
 # The largest --time-limit of the worker pools on this host (the celery role writes it).
 LONGEST_VAR = "CELERY_FLEET_LONGEST_TIME_LIMIT"
+# How workers and beat log: one JSON object per line (celery_fleet.logs), or Celery's text.
+LOG_FORMAT_VAR = "CELERY_FLEET_LOG_FORMAT"
+LOG_FORMATS = ("json", "text")
 TRUE = {"1", "true", "yes", "on", "y"}
 FALSE = {"0", "false", "no", "off", "n", ""}
 
@@ -541,7 +544,19 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     _check_timeouts(settings, visibility, longest)
     _check_serializers(env, settings)
+    log_format(env)
     return settings
+
+
+def log_format(env: Mapping[str, str] | None = None) -> str:
+    """``json`` (the default) or ``text``, from CELERY_FLEET_LOG_FORMAT."""
+    raw = (os.environ if env is None else env).get(LOG_FORMAT_VAR, "")
+    value = raw.strip().lower() or "json"
+    if value not in LOG_FORMATS:
+        raise SettingsError(
+            LOG_FORMAT_VAR, f"{raw!r} is not a log format; use json (one object per line) or text"
+        )
+    return value
 
 
 def _reliable_fetch(

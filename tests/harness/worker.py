@@ -3,12 +3,14 @@
 The worker runs ``celery -A <module> worker`` where the module does nothing but
 ``app.config_from_object("celery_fleet.celeryconfig")``: everything it knows about Redis
 comes from the ``CELERY_*`` variables handed to it, exactly as in production. Readiness is
-the worker's own "ready." log line; ``stop()`` sends SIGTERM (warm shutdown) and waits.
+the worker's own "ready." log message (in a JSON line or a text one); ``stop()`` sends
+SIGTERM (warm shutdown) and waits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -111,7 +113,8 @@ class Worker:
         while time.monotonic() < deadline:
             text = self.log()
             if any(
-                marker in line and line.rstrip().endswith("ready.") for line in text.splitlines()
+                marker in line and message(line).rstrip().endswith("ready.")
+                for line in text.splitlines()
             ):
                 return self
             if self.proc is not None and self.proc.poll() is not None:
@@ -158,6 +161,17 @@ class Worker:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
+
+
+def message(line: str) -> str:
+    """The message of one log line: a JSON line's ``message`` (the default format, see
+    celery_fleet.logs), else the line itself (CELERY_FLEET_LOG_FORMAT=text)."""
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                return str(record.get("message", ""))
+    return line
 
 
 # The shapes of the integration fixtures ``start_worker`` and ``celery_client``.

@@ -12,11 +12,13 @@ import time
 from typing import Any
 
 from celery import Celery
+from celery.utils.log import get_task_logger
 
 from celery_fleet.settings import masked
 
 app = Celery("fleet_app")
 app.config_from_object("celery_fleet.celeryconfig")
+task_log = get_task_logger(__name__)
 
 
 @app.task(name="fleet.add")
@@ -65,3 +67,19 @@ def settings(keys: list[str]) -> dict[str, Any]:
     conf = {key: getattr(app.conf, key) for key in keys}
     result: dict[str, Any] = json.loads(json.dumps(masked(conf), default=str))
     return result
+
+
+@app.task(name="fleet.say")
+def say(text: str) -> str:
+    """Log ``text`` through Celery's task logger (a log line with the task's id and name)."""
+    task_log.warning("say: %s", text)
+    return text
+
+
+class Boom(RuntimeError):
+    """What ``fleet.fail`` raises: a type to find in the worker's log."""
+
+
+@app.task(name="fleet.fail")
+def fail(text: str) -> None:
+    raise Boom(text)
