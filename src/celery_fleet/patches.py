@@ -15,6 +15,13 @@ handling and the worker exits ("Unrecoverable error"); measured here in about on
 failover in three (tests/faults, bench failover, the compose e2e test). The same family
 of bugs: kombu issues 582 and 970.
 
+A third failure is quieter: Kombu's ``QoS.ack`` and ``QoS.reject`` remove the message from
+Redis' unacked index first and free the worker's prefetch slot only when that succeeded.
+An acknowledgement that fails because the primary just died keeps its slot for good; a
+worker whose slots are all held that way never fetches again, so it never notices the
+dead connection and sits idle after the failover (seen in the fault suite). The guard frees
+the slot all the same and re-raises.
+
 The guards: the restore is skipped when there is no connection to restore through, and a
 client asked of a detached channel raises a connection error, which Celery already
 handles (it logs that it could not acknowledge the message and carries on). Nothing is
@@ -36,8 +43,17 @@ def _detached(channel: Any) -> bool:
     return getattr(transport, "client", None) is None
 
 
+def _free_slot(qos: Any, delivery_tag: str) -> None:
+    """Forget the message in memory only (Kombu's virtual QoS): the prefetch slot is free
+    again; the message stays in the unacked index and returns after the visibility
+    timeout, as after a crashed worker."""
+    from kombu.transport import virtual
+
+    virtual.QoS.ack(qos, delivery_tag)  # type: ignore[no-untyped-call]
+
+
 def guard_restore_unacked() -> None:
-    """Install both guards (idempotent)."""
+    """Install the guards (idempotent)."""
     import redis
     from kombu.transport import redis as kombu_redis
 
@@ -66,6 +82,26 @@ def guard_restore_unacked() -> None:
             )
         return original_connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
+    original_ack, original_reject = qos.ack, qos.reject
+
+    def ack(self: Any, delivery_tag: str) -> None:
+        try:
+            original_ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+        except BaseException:
+            _free_slot(self, delivery_tag)
+            raise
+
+    def reject(self: Any, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            original_reject(self, delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        except BaseException:
+            _free_slot(self, delivery_tag)
+            raise
+
+    ack.__wrapped__ = original_ack  # type: ignore[attr-defined]
+    reject.__wrapped__ = original_reject  # type: ignore[attr-defined]
+    setattr(qos, "ack", ack)  # noqa: B010 (patching a class)
+    setattr(qos, "reject", reject)  # noqa: B010 (patching a class)
     restore_unacked.celery_fleet_guard = True  # type: ignore[attr-defined]
     restore_unacked.__wrapped__ = original_restore  # type: ignore[attr-defined]
     _connparams.__wrapped__ = original_connparams  # type: ignore[attr-defined]

@@ -57,3 +57,37 @@ def test_ack_through_a_closed_channel_is_a_connection_error_and_loses_nothing(
         assert redelivered.payload == {"n": 1}
         redelivered.ack()
         again.close()
+
+
+def test_an_ack_that_fails_on_a_dead_primary_frees_the_prefetch_slot(
+    redis_fleet: RedisFleet, celery_client: MakeClient
+) -> None:
+    """Kombu keeps the slot of a failed ack: with prefetch 1 the worker would never fetch
+    again after the primary died. The guard frees it; the message stays in the unacked
+    index (replicated before the kill) for the visibility timeout to bring back."""
+    patches.guard_restore_unacked()
+    primary = redis_fleet.server("redis-1")
+    env = {
+        "CELERY_BROKER_URL": envs.url(redis_fleet, primary, 0),
+        "CELERY_RESULT_BACKEND": envs.url(redis_fleet, primary, 1),
+        **envs.tls(redis_fleet),
+    }
+    app = celery_client(env)
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        channel.basic_qos(0, 2, False)  # two slots: one for Kombu's ack, one for the guard's
+        queue = conn.SimpleQueue("slot-test", channel=channel)
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        first, second = queue.get(timeout=10), queue.get(timeout=10)
+        assert not channel.qos.can_consume()
+        redis_fleet.kill(primary)
+        # Kombu's own ack: fails and keeps the slot (what the guard is for) ...
+        with pytest.raises(conn.connection_errors):
+            kombu_redis.QoS.ack.__wrapped__(channel.qos, first.delivery_tag)  # type: ignore[attr-defined]
+        assert not channel.qos.can_consume()
+        # ... the guarded ack fails the same way but frees its slot.
+        with pytest.raises(conn.connection_errors):
+            second.ack()
+        assert channel.qos.can_consume()
+        queue.close()
