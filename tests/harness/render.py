@@ -48,8 +48,23 @@ def _defaults(path: Path) -> dict[str, Any]:
 
 
 def role_defaults(role: str, roles: Path = ROLES) -> dict[str, Any]:
-    """The role's ``defaults/main.yml`` as written (``{{ }}`` references unresolved)."""
-    return dict(_defaults(roles / role / "defaults" / "main.yml"))
+    """The role's ``defaults/main.yml`` as written (``{{ }}`` references unresolved), on top
+    of the defaults of the roles it depends on (``meta/main.yml``), as Ansible sees them."""
+    merged: dict[str, Any] = {}
+    for dependency in _dependencies(roles / role / "meta" / "main.yml"):
+        merged.update(role_defaults(dependency, roles))
+    path = roles / role / "defaults" / "main.yml"
+    if path.exists():
+        merged.update(_defaults(path))
+    return merged
+
+
+@cache
+def _dependencies(path: Path) -> tuple[str, ...]:
+    if not path.exists():
+        return ()
+    meta = yaml.safe_load(path.read_text()) or {}
+    return tuple(d if isinstance(d, str) else d["role"] for d in meta.get("dependencies") or [])
 
 
 def _trusted(value: Any) -> Any:

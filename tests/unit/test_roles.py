@@ -21,11 +21,11 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-# Roles with tasks have inputs; fleet_common carries only shared filters.
-TASK_ROLES = sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml"))
+# Roles with inputs (fleet_common has no tasks, only the inputs the Redis roles share).
+INPUT_ROLES = sorted(p.parent.parent.name for p in ROLES.glob("*/defaults/main.yml"))
 
 
-@pytest.mark.parametrize("role", TASK_ROLES)
+@pytest.mark.parametrize("role", INPUT_ROLES)
 def test_argument_specs_match_the_defaults(role: str) -> None:
     values = _load(ROLES / role / "defaults" / "main.yml")
     defaults = set(values)
@@ -42,3 +42,36 @@ def test_argument_specs_match_the_defaults(role: str) -> None:
         if "default" in options[name] and options[name]["default"] != values[name]
     }
     assert differ == {}, "spec default != defaults/main.yml"
+
+
+def _declared(role: str) -> set[str]:
+    """Every variable a role declares: its defaults and every entry point's spec."""
+    names = set(_load(ROLES / role / "defaults" / "main.yml"))
+    specs = _load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]
+    for entry in specs.values():
+        names |= set(entry.get("options") or {})
+    return names
+
+
+def test_every_input_has_one_owner() -> None:
+    """A variable declared by two roles has two defaults and two descriptions that drift
+    apart; a shared input lives in fleet_common, which the roles that read it depend on."""
+    owners: dict[str, list[str]] = {}
+    for role in INPUT_ROLES:
+        for name in _declared(role):
+            owners.setdefault(name, []).append(role)
+    shared = {name: roles for name, roles in owners.items() if len(roles) > 1}
+    assert shared == {}, "declared by more than one role; move them to roles/fleet_common"
+
+
+def test_roles_that_read_a_shared_input_depend_on_fleet_common() -> None:
+    shared = set(_load(ROLES / "fleet_common" / "defaults" / "main.yml"))
+    for role in INPUT_ROLES:
+        if role == "fleet_common":
+            continue
+        text = "".join(p.read_text() for p in (ROLES / role).rglob("*.yml"))
+        text += "".join(p.read_text() for p in (ROLES / role).rglob("*.j2"))
+        used = {name for name in shared if name in text}
+        meta = _load(ROLES / role / "meta" / "main.yml")
+        if used:
+            assert "fleet_common" in (meta.get("dependencies") or []), (role, sorted(used))
