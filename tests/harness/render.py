@@ -102,6 +102,35 @@ def render(
     roles: Path = ROLES,
 ) -> str:
     """``templates/<template>`` rendered with ``role``'s defaults overridden by ``variables``."""
-    source = (templates / template).read_text()
-    text = _templar(role, variables, roles).template(trust_as_template(source))
-    return str(text)
+    return render_file(templates / template, role=role, variables=variables, roles=roles)
+
+
+def render_file(
+    path: Path,
+    *,
+    role: str,
+    variables: Mapping[str, Any],
+    roles: Path = ROLES,
+    role_vars: bool = False,
+) -> str:
+    """Any shipped template (``systemd/...`` too) as the template module renders it: the
+    roles' filter plugins loaded, includes found next to the file; with ``role_vars`` the
+    role's ``vars/main.yml`` (its internals) over the defaults, as in a play."""
+    _load_filter_plugins(roles)
+    context = dict(variables)
+    if role_vars:
+        context = {**_defaults(roles / role / "vars" / "main.yml"), **context}
+    templar = _templar(role, context, roles)
+    templar = templar.copy_with_new_env(
+        searchpath=[str(path.parent)], available_variables=templar.available_variables
+    )
+    return str(templar.template(trust_as_template(path.read_text())))
+
+
+@cache
+def _load_filter_plugins(roles: Path) -> None:
+    """What Ansible does for each role of a play: its filter_plugins/ become available."""
+    from ansible.plugins.loader import add_all_plugin_dirs
+
+    for role in sorted(p for p in roles.iterdir() if (p / "filter_plugins").is_dir()):
+        add_all_plugin_dirs(str(role))
