@@ -32,10 +32,10 @@ from fleet_app import app
 
 
 @app.task(name="beatlock.stamp")
-def stamp(path, sent_at, pid):
+def stamp(path, sent_at, pid, tag):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{sent_at:.3f} {pid}\\n".encode())
+        os.write(fd, f"{sent_at:.3f} {pid} {tag}\\n".encode())
     finally:
         os.close(fd)
 
@@ -44,8 +44,13 @@ app.conf.beat_schedule = {
     "stamp": {
         "task": "beatlock.stamp",
         "schedule": 1.0,
-        "args": (%r, BeatLazyFunc(time.time), BeatLazyFunc(os.getpid)),
-    }
+        "args": (%(path)r, BeatLazyFunc(time.time), BeatLazyFunc(os.getpid), "1s"),
+    },
+    "stamp-10s": {
+        "task": "beatlock.stamp",
+        "schedule": 10.0,
+        "args": (%(path)r, BeatLazyFunc(time.time), BeatLazyFunc(os.getpid), "10s"),
+    },
 }
 '''
 
@@ -61,11 +66,12 @@ def beats(tmp_path: Path) -> Iterator[list[Beat]]:
         print(f"--- {beat.name}\n{beat.log_tail(40)}")
 
 
-def stamps(path: Path) -> list[tuple[float, int]]:
+def stamps(path: Path, tag: str = "1s") -> list[tuple[float, int]]:
+    """(send time, beat pid) of every send of the entry ``tag`` (1s or 10s)."""
     if not path.exists():
         return []
     rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    return sorted((float(at), int(pid)) for at, pid in rows)
+    return sorted((float(at), int(pid)) for at, pid, t in rows if t == tag)
 
 
 def wait_for(check: object, what: str, timeout: float) -> float:
@@ -89,7 +95,7 @@ def setup(
     runlog = tmp_path / "stamps.log"
     appdir = tmp_path / "app"
     appdir.mkdir()
-    (appdir / "beatlock_app.py").write_text(APP % str(runlog))
+    (appdir / "beatlock_app.py").write_text(APP % {"path": str(runlog)})
     pythonpath = [appdir, INTEGRATION]
     start_worker(env, app="beatlock_app", pythonpath=pythonpath, pool="threads", concurrency=2)
     return env, runlog, pythonpath
@@ -120,7 +126,9 @@ def test_standby_takes_over_after_a_kill_and_no_period_runs_twice(
     beats.append(standby.start())
     standby.wait_for_log("beat lock: standby")
 
-    time.sleep(8)  # both run: only the holder sends
+    # Both run: only the holder sends. Kill it once it sent the 10 s entry too.
+    wait_for(lambda: stamps(runlog, "10s"), "a send of the 10 s entry", timeout=40)
+    time.sleep(1)
     both = stamps(runlog)
     assert len(both) >= 5, both
     assert {pid for _, pid in both} == {active.pid}, both
@@ -136,7 +144,13 @@ def test_standby_takes_over_after_a_kill_and_no_period_runs_twice(
         "send from the standby",
         timeout=4 * TTL + 20,
     )
-    time.sleep(5)
+    # The standby continues the 10 s entry from the holder's last claim (Redis), not from
+    # its own schedule file: its first send of it comes 10 s after the holder's.
+    wait_for(
+        lambda: any(pid == standby.pid for _, pid in stamps(runlog, "10s")),
+        "a send of the 10 s entry from the standby",
+        timeout=40,
+    )
     standby.stop()
 
     rows = stamps(runlog)
@@ -153,6 +167,11 @@ def test_standby_takes_over_after_a_kill_and_no_period_runs_twice(
     assert first_b - killed_at <= TTL + INTERVAL + 3.0, (first_b - killed_at, takeover)
     assert min_gap >= 0.8, rows
     assert most == 1, rows
+    slow = stamps(runlog, "10s")
+    slow_gaps = [b[0] - a[0] for a, b in zip(slow, slow[1:], strict=False)]
+    record_property("gaps_10s_entry_s", [round(g, 2) for g in slow_gaps])
+    assert {pid for _, pid in slow} == {active.pid, standby.pid}, slow
+    assert min(slow_gaps) >= 9.8, slow
     assert len([r for r in rows if r[1] == standby.pid]) >= 4, rows
 
 
