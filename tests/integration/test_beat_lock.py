@@ -7,6 +7,7 @@ is counted outside Redis and attributed to the beat that sent it."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from celery_fleet import doctor
 from celery_fleet.beatlock import LOCK_KEY, RUNS_KEY
 from harness import envs
 from harness.beat import Beat
-from harness.redis_procs import RedisFleet
+from harness.redis_procs import HOST, RedisFleet
 from harness.worker import StartWorker
 
 INTEGRATION = Path(__file__).resolve().parent
@@ -136,6 +138,11 @@ def test_standby_takes_over_after_a_kill_and_no_period_runs_twice(
     value = admin.get(LOCK_KEY).decode()
     assert f":{active.pid}:" in value
     assert admin.hexists(RUNS_KEY, "stamp")
+    # celery-fleet doctor's beat check, as the app user: one holder, so healthy.
+    primary = redis_fleet.primary()
+    verdict = doctor.check_beat(doctor.Deployment(env, 5.0), HOST, primary.port)
+    assert verdict.status == "ok", verdict
+    assert verdict.detail.startswith(f"active on {socket.gethostname()}"), verdict
 
     active.kill()
     killed_at = time.time()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from celery_fleet import envfile
+from celery_fleet import doctor, envfile
+from celery_fleet.beatlock import LOCK_KEY
 from celery_fleet.settings import (
     BEAT_LOCK_SCHEDULER,
     BEAT_LOCK_TTL_VAR,
@@ -79,3 +80,56 @@ def test_the_role_writes_the_lock_only_when_asked(tmp_path: Path) -> None:
     assert env[BEAT_LOCK_VAR] == "true"
     assert env[BEAT_LOCK_TTL_VAR] == "12"
     assert beat_lock(env).ttl == 12.0
+
+
+class FakeRedis:
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+
+    def scan_iter(self, match: str) -> list[bytes]:
+        return [k.encode() for k in self.keys if k.startswith(match.rstrip("*"))]
+
+    def get(self, key: str) -> bytes | None:
+        value = self.keys.get(key)
+        return None if value is None else value.encode()
+
+
+class FakeDeployment:
+    def __init__(self, env: dict[str, str], keys: dict[str, str]) -> None:
+        self.settings = load(env)
+        self.client = FakeRedis(keys)
+
+    def data_client(self, host: str, port: int) -> FakeRedis:
+        return self.client
+
+
+def beat_check(env: dict[str, str], keys: dict[str, str]) -> tuple[str, str]:
+    result = doctor.check_beat(FakeDeployment(env, keys), "h", 6379)  # type: ignore[arg-type]
+    return result.status, result.detail
+
+
+LIVE = {"celery-fleet:beat:b1": "{}", "celery-fleet:beat:b2": "{}"}
+LOCKED = {**BROKER, BEAT_LOCK_VAR: "true"}
+
+
+def test_doctor_two_beats_without_the_lock_is_a_finding() -> None:
+    status, detail = beat_check(BROKER, LIVE)
+    assert status == "finding"
+    assert detail.endswith("tasks run twice")
+
+
+def test_doctor_two_beats_with_the_lock_one_holding_it_is_ok() -> None:
+    keys = {**LIVE, LOCK_KEY: "b2:4242:00ff00ff00ff00ff"}
+    assert beat_check(LOCKED, keys) == ("ok", "active on b2, standby on b1")
+
+
+def test_doctor_beats_with_the_lock_but_no_holder_is_a_finding() -> None:
+    status, detail = beat_check(LOCKED, LIVE)
+    assert status == "finding"
+    assert "none holds" in detail
+
+
+def test_doctor_a_holder_without_a_live_beat_is_a_finding() -> None:
+    status, detail = beat_check(LOCKED, {"celery-fleet:beat:b1": "{}", LOCK_KEY: "b9:1:ab"})
+    assert status == "finding"
+    assert "b9" in detail
