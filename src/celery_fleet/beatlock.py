@@ -168,7 +168,7 @@ class Lock:
                 log.debug("beat lock: closing the connection failed", exc_info=True)
 
 
-class LockedScheduler(PersistentScheduler):
+class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has no types
     """``PersistentScheduler`` that sends only while it holds the beat lock (module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -185,8 +185,8 @@ class LockedScheduler(PersistentScheduler):
         elif state != HELD:
             self._standby()
             return self.lock.interval
-        interval = super().tick(*args, **kwargs)
-        return min(interval, self.lock.interval) if interval else interval
+        interval = float(super().tick(*args, **kwargs) or 0.0)
+        return min(interval, self.lock.interval) if interval > 0 else interval
 
     def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
         # tick() reserved the entry just before: the schedule holds this run's time.

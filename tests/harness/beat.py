@@ -95,7 +95,9 @@ class Beat:
             if self.proc is not None and self.proc.poll() is not None:
                 raise BeatError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
             if time.monotonic() - start > timeout:
-                raise BeatError(f"{self.name}: no {text!r} after {timeout:.0f} s\n{self.log_tail()}")
+                raise BeatError(
+                    f"{self.name}: no {text!r} after {timeout:.0f} s\n{self.log_tail()}"
+                )
             time.sleep(0.1)
         return time.monotonic() - start
 

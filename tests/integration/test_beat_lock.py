@@ -7,6 +7,7 @@ is counted outside Redis and attributed to the beat that sent it."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from harness.worker import StartWorker
 INTEGRATION = Path(__file__).resolve().parent
 TTL = 3.0
 INTERVAL = TTL / 3
-APP = '''
+APP = """
 import os
 import time
 
@@ -54,7 +55,7 @@ app.conf.beat_schedule = {
         "args": (%(path)r, BeatLazyFunc(time.time), BeatLazyFunc(os.getpid), "10s"),
     },
 }
-'''
+"""
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def check_spacing(rows: list[tuple[float, int]]) -> tuple[float, int]:
     """At most one send per 1 s period: the smallest gap between two sends (whichever beat
     sent them) and the most sends in one whole second."""
     times = [at for at, _ in rows]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     per_second = Counter(int(at) for at in times)
     return min(gaps), max(per_second.values())
 
@@ -175,7 +176,7 @@ def test_standby_takes_over_after_a_kill_and_no_period_runs_twice(
     assert min_gap >= 0.8, rows
     assert most == 1, rows
     slow = stamps(runlog, "10s")
-    slow_gaps = [b[0] - a[0] for a, b in zip(slow, slow[1:], strict=False)]
+    slow_gaps = [b[0] - a[0] for a, b in itertools.pairwise(slow)]
     record_property("gaps_10s_entry_s", [round(g, 2) for g in slow_gaps])
     assert {pid for _, pid in slow} == {active.pid, standby.pid}, slow
     assert min(slow_gaps) >= 9.8, slow
@@ -210,9 +211,7 @@ def test_beat_whose_lock_is_stolen_stops_sending_then_a_clean_stop_hands_over(
     # The thief lets go: the same process takes the lock again and resumes.
     admin.delete(LOCK_KEY)
     released_at = time.time()
-    wait_for(
-        lambda: any(at > released_at for at, _ in stamps(runlog)), "resumed sends", timeout=20
-    )
+    wait_for(lambda: any(at > released_at for at, _ in stamps(runlog)), "resumed sends", timeout=20)
     record_property("resume_after_release_s", round(time.time() - released_at, 2))
 
     # A clean stop deletes the lock at once (a standby would not wait for the TTL).
