@@ -133,9 +133,10 @@ class Lock:
             self.close()
             return None
 
-    def ensure(self) -> int:
-        """Renew the lock if ours, take it if free: ``HELD``, ``TAKEN`` or 0 (not ours)."""
-        return self._script(_ENSURE, [LOCK_KEY], [self.token, self.ttl_ms]) or 0
+    def ensure(self) -> int | None:
+        """Renew the lock if ours, take it if free: ``HELD``, ``TAKEN``, 0 (another beat's)
+        or None (Redis could not be asked)."""
+        return self._script(_ENSURE, [LOCK_KEY], [self.token, self.ttl_ms])
 
     def claim(self, name: str, run_at: datetime) -> bool:
         """Record a run of ``name`` at ``run_at`` iff the lock is still ours (fencing)."""
@@ -183,7 +184,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has 
             if not self._take_over():
                 return self.lock.interval
         elif state != HELD:
-            self._standby()
+            self._standby("cannot reach Redis" if state is None else "held by another beat")
             return self.lock.interval
         interval = float(super().tick(*args, **kwargs) or 0.0)
         return min(interval, self.lock.interval) if interval > 0 else interval
@@ -197,7 +198,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has 
                 LOCK_KEY,
                 entry.name,
             )
-            self._standby()
+            self._standby("lost before a send")
             return
         super().apply_entry(entry, producer=producer)
 
@@ -218,15 +219,17 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has 
         log.warning("beat lock: took %s; this beat is now the active one", LOCK_KEY)
         return True
 
-    def _standby(self) -> None:
+    def _standby(self, why: str) -> None:
         if self.active:
-            log.error("beat lock: %s is held by another beat now; standing by", LOCK_KEY)
+            log.error("beat lock: %s is not ours any more (%s); standing by", LOCK_KEY, why)
+            self._standby_logged = 0.0
         self.active = False
         now = time.monotonic()
         if now - self._standby_logged > 300:  # say so at start, then every 5 minutes
             log.warning(
-                "beat lock: standby, another beat holds %s; asking every %.1f s",
+                "beat lock: standby, %s: %s; asking every %.1f s",
                 LOCK_KEY,
+                why,
                 self.lock.interval,
             )
             self._standby_logged = now

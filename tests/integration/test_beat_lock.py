@@ -86,9 +86,15 @@ def wait_for(check: object, what: str, timeout: float) -> float:
 
 
 def setup(
-    fleet: RedisFleet, start_worker: StartWorker, tmp_path: Path, sentinel: bool
+    fleet: RedisFleet,
+    start_worker: StartWorker,
+    tmp_path: Path,
+    sentinel: bool,
+    replica: bool = False,
 ) -> tuple[dict[str, str], Path, list[Path]]:
     primary = fleet.server("primary")
+    if replica:
+        fleet.server("replica", replica_of=primary)
     if sentinel:
         fleet.sentinels(primary, count=3)
         env = envs.sentinel(fleet)
@@ -201,7 +207,7 @@ def test_beat_whose_lock_is_stolen_stops_sending_then_a_clean_stop_hands_over(
     admin.delete(LOCK_KEY)
     admin.set(LOCK_KEY, "thief:1:0000", px=60_000)
     stolen_at = time.time()
-    beat.wait_for_log("held by another beat", timeout=4 * INTERVAL + 10)
+    beat.wait_for_log("not ours any more (held by another beat)", timeout=4 * INTERVAL + 10)
     time.sleep(4)
     after = [at for at, _ in stamps(runlog) if at > stolen_at]
     record_property("sends_after_steal", len(after))
@@ -219,3 +225,46 @@ def test_beat_whose_lock_is_stolen_stops_sending_then_a_clean_stop_hands_over(
     beat.stop()
     assert admin.get(LOCK_KEY) is None
     assert "beat lock: released" in "\n".join(beat.messages())
+
+
+@pytest.mark.timeout(240)
+def test_the_lock_follows_a_sentinel_failover_without_double_sends(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    beats: list[Beat],
+    tmp_path: Path,
+    record_property: pytest.RecordProperty,
+) -> None:
+    env, runlog, pythonpath = setup(
+        redis_fleet, start_worker, tmp_path, sentinel=True, replica=True
+    )
+    first = Beat("beatlock_app", env, tmp_path / "beats", pythonpath, name="beat-a")
+    second = Beat("beatlock_app", env, tmp_path / "beats", pythonpath, name="beat-b")
+    beats += [first.start()]
+    first.wait_for_log("now the active one")
+    beats.append(second.start())
+    second.wait_for_log("beat lock: standby")
+    wait_for(lambda: len(stamps(runlog)) >= 3, "three sends", timeout=30)
+
+    old = redis_fleet.primary()
+    redis_fleet.kill(old)
+    killed_at = time.time()
+    new = redis_fleet.wait_for_failover(old, timeout=60)
+    resumed = wait_for(
+        lambda: len([at for at, _ in stamps(runlog) if at > killed_at]) >= 5,
+        "five sends after the failover",
+        timeout=90,
+    )
+    rows = stamps(runlog)
+    min_gap, most = check_spacing(rows)
+    before = max(at for at, _ in rows if at <= killed_at)
+    after = min(at for at, _ in rows if at > killed_at)
+    record_property("send_gap_across_failover_s", round(after - before, 2))
+    record_property("five_sends_after_kill_s", round(resumed, 1))
+    record_property("senders_after_failover", sorted({p for at, p in rows if at > killed_at}))
+    assert min_gap >= 0.8, rows
+    assert most == 1, rows
+    admin = redis_fleet.client(new)
+    holder = admin.get(LOCK_KEY)
+    assert holder is not None
+    assert holder.decode().split(":")[1] in {str(first.pid), str(second.pid)}
