@@ -175,7 +175,7 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.lock = Lock(kwargs["app"], beat_lock().ttl)
         self.active = False
-        self._standby_logged = 0.0
+        self._standby_logged: float | None = None  # when "standby" was last logged
         super().__init__(*args, **kwargs)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -215,17 +215,18 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery has 
                 entry.last_run_at = runs[name]
         self._heap = None  # rebuilt from the loaded times by the next tick
         self.active = True
-        self._standby_logged = 0.0
+        self._standby_logged = None
         log.warning("beat lock: took %s; this beat is now the active one", LOCK_KEY)
         return True
 
     def _standby(self, why: str) -> None:
         if self.active:
             log.error("beat lock: %s is not ours any more (%s); standing by", LOCK_KEY, why)
-            self._standby_logged = 0.0
+            self._standby_logged = None
         self.active = False
         now = time.monotonic()
-        if now - self._standby_logged > 300:  # say so at start, then every 5 minutes
+        last = self._standby_logged
+        if last is None or now - last > 300:  # say so at once, then every 5 minutes
             log.warning(
                 "beat lock: standby, %s: %s; asking every %.1f s",
                 LOCK_KEY,
