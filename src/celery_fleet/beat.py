@@ -3,7 +3,8 @@
 Beat answers no ``inspect ping``. When it runs with ``celery_fleet.celeryconfig``, a daemon
 thread keeps ``celery-fleet:beat:<hostname>`` alive in the broker (TTL 60 s, refreshed every
 20 s). ``celery-fleet doctor`` counts these keys: none means no beat, two mean every
-periodic task runs twice.
+periodic task runs twice, unless the beats run under the lock of ``celery_fleet.beatlock``
+(CELERY_FLEET_BEAT_LOCK=true): then one sends and the others stand by.
 """
 
 from __future__ import annotations

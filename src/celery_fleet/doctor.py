@@ -21,8 +21,8 @@ from typing import Any
 import redis
 from cryptography import x509
 
-from . import beat, urls
-from .settings import load
+from . import beat, beatlock, urls
+from .settings import BEAT_LOCK_SCHEDULER, load
 
 EXPIRY_WARNING_DAYS = 30
 MAX_LAG_BYTES = 1024 * 1024
@@ -293,16 +293,35 @@ def _heartbeats(app: Any, names: set[str], timeout: float) -> set[str]:
 
 
 def check_beat(dep: Deployment, host: str, port: int) -> Result:
+    """One beat alive; with the beat lock (CELERY_FLEET_BEAT_LOCK=true) any number, of which
+    the one holding ``celery-fleet:beat-lock`` sends and the others stand by."""
+    locked = dep.settings.get("beat_scheduler") == BEAT_LOCK_SCHEDULER
     try:
         client = dep.data_client(host, port)
         keys = sorted(_s(k) for k in client.scan_iter(match=beat.KEY_PREFIX + "*"))
+        token = client.get(beatlock.LOCK_KEY) if locked else None
     except (redis.RedisError, OSError) as exc:
         return finding("beat", f"cannot read liveness keys: {_why(exc)}")
     hosts = [k.removeprefix(beat.KEY_PREFIX) for k in keys]
-    if len(hosts) == 1:
-        return ok("beat", f"one beat alive on {hosts[0]}")
     if not hosts:
         return finding("beat", "no beat alive: periodic tasks are not being sent")
+    if locked:
+        active = beatlock.holder(token)
+        if active is None:
+            return finding(
+                "beat",
+                f"{len(hosts)} beat(s) alive ({', '.join(hosts)}) but none holds "
+                f"{beatlock.LOCK_KEY}: no periodic task is sent (a takeover takes up to the "
+                "lock's TTL; if this lasts, read the beats' logs)",
+            )
+        standby = [h for h in hosts if h != active]
+        if active not in hosts:
+            return finding(
+                "beat", f"{beatlock.LOCK_KEY} is held by {active}, whose beat is not alive"
+            )
+        return ok("beat", f"active on {active}, standby on {', '.join(standby) or 'no other host'}")
+    if len(hosts) == 1:
+        return ok("beat", f"one beat alive on {hosts[0]}")
     return finding("beat", f"{len(hosts)} beats alive ({', '.join(hosts)}): tasks run twice")
 
 

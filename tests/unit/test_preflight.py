@@ -72,8 +72,12 @@ def test_the_one_check_accepts_generated_passwords(value: str) -> None:
     assert _filter()(value) == ""
 
 
-def preflight(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
-    """Run ROLE's preflight.yml on localhost (groups redis and sentinel); return the output."""
+def preflight(
+    tmp_path: Path, role: str, variables: dict[str, object], *, beat_hosts: int = 1
+) -> str:
+    """Run ROLE's preflight.yml on localhost (groups redis and sentinel); return the output.
+    ``beat_hosts``: how many hosts the celery_beat group has (node1 and placeholders that no
+    task is run on)."""
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(
         f"""
@@ -88,6 +92,7 @@ def preflight(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
     )
     inventory = tmp_path / "hosts.yml"
     hosts = {"node1": {"ansible_connection": "local", "fleet_address": "127.0.0.1"}}
+    beat_others = {f"beat{i}": {} for i in range(2, beat_hosts + 1)}
     inventory.write_text(
         json.dumps(
             {
@@ -97,7 +102,7 @@ def preflight(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
                         "sentinel": {"hosts": hosts},
                         "flower": {"hosts": hosts},
                         "celery_workers": {"hosts": hosts},
-                        "celery_beat": {"hosts": hosts},
+                        "celery_beat": {"hosts": {**hosts, **beat_others}},
                     },
                     "vars": {"ansible_python_interpreter": sys.executable},
                 }
@@ -111,6 +116,8 @@ def preflight(tmp_path: Path, role: str, variables: dict[str, object]) -> str:
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(inventory),
+            "--limit",
+            "node1",
             "-e",
             f"@{extra}",
             str(playbook),
@@ -251,3 +258,20 @@ def test_a_pool_limit_above_an_explicit_visibility_timeout_fails_preflight(tmp_p
         tmp_path, "celery", {"celery_redis_password": GOOD, "celery_worker_pools": pools}
     )
     assert "Pool 'long'" not in out, out
+
+
+def test_two_beat_hosts_need_the_beat_lock(tmp_path: Path) -> None:
+    out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD}, beat_hosts=2)
+    assert "without celery_beat_lock beat must run on" in out, out
+    out = preflight(
+        tmp_path, "celery", {"celery_redis_password": GOOD, "celery_beat_lock": True}, beat_hosts=2
+    )
+    assert "without celery_beat_lock" not in out, out
+    assert "Check the beat lock's TTL" in out, out
+    out = preflight(
+        tmp_path,
+        "celery",
+        {"celery_redis_password": GOOD, "celery_beat_lock": True, "celery_beat_lock_ttl": 2},
+        beat_hosts=2,
+    )
+    assert "celery_beat_lock_ttl is 2" in out, out
