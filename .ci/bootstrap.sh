@@ -9,7 +9,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # --- Debian packages -------------------------------------------------------------
-PKGS=(docker.io redis-server redis-sentinel redis-tools debootstrap openssl testssl.sh)
+# prometheus and prometheus-alertmanager: promtool and amtool for the alert-rule tests
+# (tests/unit/test_monitoring_rules.py); their daemons are never run here.
+PKGS=(docker.io redis-server redis-sentinel redis-tools debootstrap openssl testssl.sh prometheus prometheus-alertmanager)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -28,6 +30,25 @@ fi
 if pgrep -x redis-server >/dev/null 2>&1 && [ -z "${CELERY_FLEET_KEEP_SYSTEM_REDIS:-}" ]; then
   pgrep -a redis-server | grep -q ':6379' && $SUDO pkill -f 'redis-server .*:6379' || true
 fi
+
+# Only promtool and amtool are wanted: policy-rc.d keeps the daemons from starting, and on a
+# systemd host their units are disabled too. If one runs anyway, it is not ours: stop it.
+if [ -d /run/systemd/system ]; then
+  for unit in prometheus prometheus-alertmanager; do
+    if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit" 2>/dev/null; then
+      $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+  done
+fi
+for daemon in prometheus prometheus-alertmanager; do
+  # The full path, anchored: process names are cut at 15 characters.
+  for pid in $(pgrep -f "^/usr/bin/$daemon( |\$)" 2>/dev/null || true); do
+    log "stopping $daemon (pid $pid) started by its package"
+    $SUDO kill "$pid" || true
+  done
+done
+command -v promtool >/dev/null && command -v amtool >/dev/null \
+  || { log "promtool/amtool missing after installing prometheus, prometheus-alertmanager"; exit 1; }
 
 # --- Docker engine ---------------------------------------------------------------
 if ! docker info >/dev/null 2>&1; then
