@@ -21,7 +21,7 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-# Roles with tasks have inputs; fleet_common carries only shared filters.
+# Roles with tasks have inputs.
 TASK_ROLES = sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml"))
 
 

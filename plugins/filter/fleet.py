@@ -1,5 +1,6 @@
-"""Filters shared by every celery-fleet role (a dependency of each, so they travel with the
-roles wherever they are installed).
+"""Filters shared by every celery-fleet role: the collection's filter plugins, called by their
+full name (``celery_fleet.fleet.fleet_password_problem``) in the checkout and in an installed
+collection alike (a role inside a collection cannot carry plugins of its own).
 
 ``fleet_password_problem``: the one password check of the fleet. It returns "" for a good
 password and otherwise the reason, so that a role's ``assert`` can name the variable and
