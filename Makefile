@@ -25,8 +25,8 @@ $(VENV)/.done: requirements.txt requirements-dev.txt pyproject.toml
 setup: $(VENV)/.done ## Create .venv with pinned tools and the package (editable)
 
 lint: setup ## ruff, mypy (src/, tools/), yamllint, ansible-lint
-	$(BIN)/ruff check src tests bench molecule examples tools
-	$(BIN)/ruff format --check src tests bench molecule examples tools
+	$(BIN)/ruff check src tests bench molecule examples tools plugins
+	$(BIN)/ruff format --check src tests bench molecule examples tools plugins
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	@if [ -n "$$(ls roles 2>/dev/null)" ]; then $(BIN)/ansible-lint -q; fi

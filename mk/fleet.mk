@@ -31,7 +31,7 @@ $(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.p
 wheelhouse: $(WHEELHOUSE)/.done ## Wheels the hosts install from (no PyPI on the hosts)
 
 deploy: setup wheelhouse ## Deploy everything: make deploy INVENTORY=path/to/hosts.yml
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml $(DEPLOY_ARGS)
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) playbooks/site.yml $(DEPLOY_ARGS)
 
 verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)

@@ -114,7 +114,7 @@ def render_file(
     role_vars: bool = False,
 ) -> str:
     """Any shipped template (``systemd/...`` too) as the template module renders it: the
-    roles' filter plugins loaded, includes found next to the file; with ``role_vars`` the
+    collection's filter plugins loaded, includes found next to the file; with ``role_vars`` the
     role's ``vars/main.yml`` (its internals) over the defaults, as in a play."""
     _load_filter_plugins(roles)
     context = dict(variables)
@@ -129,8 +129,8 @@ def render_file(
 
 @cache
 def _load_filter_plugins(roles: Path) -> None:
-    """What Ansible does for each role of a play: its filter_plugins/ become available."""
-    from ansible.plugins.loader import add_all_plugin_dirs
+    """What ansible-playbook does with ansible.cfg's collections_path: the checkout is the
+    collection celery_fleet.fleet, so its filters (``celery_fleet.fleet.*``) resolve."""
+    from ansible.plugins.loader import init_plugin_loader
 
-    for role in sorted(p for p in roles.iterdir() if (p / "filter_plugins").is_dir()):
-        add_all_plugin_dirs(str(role))
+    init_plugin_loader([str(roles.parent / "collections")])

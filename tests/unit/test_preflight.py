@@ -1,4 +1,4 @@
-"""Every password input goes through the one check (roles/fleet_common), in each role's real
+"""Every password input goes through the one check (plugins/filter/fleet.py), in each role's real
 preflight, before anything touches a host: ansible-playbook runs the preflight task files
 against localhost with one bad value at a time and must fail naming the variable, without
 printing the value."""
@@ -48,7 +48,7 @@ CASES = [
         ]
     )
 ]
-FILTER = ROOT / "roles" / "fleet_common" / "filter_plugins" / "fleet.py"
+FILTER = ROOT / "plugins" / "filter" / "fleet.py"
 
 
 def _filter() -> Any:
@@ -83,7 +83,6 @@ def preflight(
         f"""
 - hosts: all
   gather_facts: false
-  roles: [fleet_common]
   tasks:
     - ansible.builtin.include_role:
         name: {role}

@@ -1,10 +1,10 @@
 """The one Celery worker command line of the fleet.
 
-``celery_worker_argv(pool, loglevel, log_dir="")``: the arguments after ``celery -A APP
-worker`` for one pool of role celery (``celery_worker_defaults`` combined with an entry of
-``celery_worker_pools``). The systemd unit, the supervisor program and the local stack's
-container (``config/celery/worker.args``) all take it from here, so the queues, the pool,
-the limits and the log settings cannot drift apart.
+``celery_fleet.fleet.celery_worker_argv(pool, loglevel, log_dir="")``: the arguments after
+``celery -A APP worker`` for one pool of role celery (``celery_worker_defaults`` combined
+with an entry of ``celery_worker_pools``). The systemd unit, the supervisor program and
+the local stack's container (``config/celery/worker.args``) all take it from here, so the
+queues, the pool, the limits and the log settings cannot drift apart.
 
 The host name keeps Celery's ``%h``; systemd and supervisor expand ``%`` themselves, so
 their templates escape it (``replace('%', '%%')``).

@@ -1,5 +1,6 @@
-"""Filters shared by every celery-fleet role (a dependency of each, so they travel with the
-roles wherever they are installed).
+"""Filters shared by every celery-fleet role: the collection's filter plugins, called by their
+full name (``celery_fleet.fleet.fleet_password_problem``) in the checkout and in an installed
+collection alike (a role inside a collection cannot carry plugins of its own).
 
 ``fleet_password_problem``: the one password check of the fleet. It returns "" for a good
 password and otherwise the reason, so that a role's ``assert`` can name the variable and
@@ -8,6 +9,7 @@ say what to change.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -23,7 +25,7 @@ MIN_DISTINCT = 6
 def _longest_run(value: str) -> int:
     best = run = 1
     step = 0
-    for a, b in zip(value, value[1:], strict=False):
+    for a, b in itertools.pairwise(value):
         diff = ord(b) - ord(a)
         if diff in (1, -1) and (run == 1 or diff == step):
             run, step = run + 1, diff
