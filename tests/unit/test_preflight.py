@@ -274,3 +274,18 @@ def test_two_beat_hosts_need_the_beat_lock(tmp_path: Path) -> None:
         beat_hosts=2,
     )
     assert "celery_beat_lock_ttl is 2" in out, out
+
+
+def test_confirmed_publish_needs_reliable_fetch_and_a_number(tmp_path: Path) -> None:
+    base = {"celery_redis_password": GOOD}
+    out = preflight(tmp_path, "celery", {**base, "celery_broker_wait_replicas": 1})
+    assert "celery_broker_wait_replicas is" not in out, out
+    out = preflight(
+        tmp_path,
+        "celery",
+        {**base, "celery_broker_wait_replicas": 1, "celery_reliable_fetch": False},
+    )
+    assert "celery_broker_wait_replicas is '1'" in out, out
+    assert "set celery_reliable_fetch: true too" in out, out
+    out = preflight(tmp_path, "celery", {**base, "celery_broker_wait_replicas": "two"})
+    assert "celery_broker_wait_replicas is 'two'" in out, out

@@ -243,3 +243,31 @@ def test_a_failed_ack_frees_the_prefetch_slot() -> None:
         with pytest.raises(redis.exceptions.ConnectionError):
             ack(qos, "tag")
         assert qos.can_consume() is frees, (qos_class, ack)
+
+
+def _role_env(tmp_path: Any, **variables: object) -> dict[str, str]:
+    from celery_fleet import envfile
+    from harness.render import render
+
+    inputs = {"celery_redis_password": "pw", "celery_broker_url": "redis://h/0", **variables}
+    path = tmp_path / "celery.env"
+    path.write_text(render("celery.env.j2", role="celery", variables=inputs))
+    return envfile.read(path)
+
+
+def test_the_celery_role_ships_reliable_fetch_on(tmp_path: Any) -> None:
+    env = _role_env(tmp_path)
+    assert env["CELERY_FLEET_RELIABLE_FETCH"] == "true"
+    assert "CELERY_BROKER_WAIT_REPLICAS" not in env  # no inventory here: no replicas known
+    assert load(env)["broker_transport"] == "celery_fleet.transport:Transport"
+    off = _role_env(tmp_path, celery_reliable_fetch=False)
+    assert "broker_transport" not in load(off)
+
+
+def test_confirmed_publish_follows_the_size_of_the_redis_group(tmp_path: Any) -> None:
+    groups = {"redis": ["r1", "r2", "r3"]}
+    env = _role_env(tmp_path, groups=groups)
+    assert env["CELERY_BROKER_WAIT_REPLICAS"] == "1"
+    assert load(env)["broker_transport_options"]["wait_replicas"] == 1
+    # One replica: waiting for it would stall every publish while it is down.
+    assert "CELERY_BROKER_WAIT_REPLICAS" not in _role_env(tmp_path, groups={"redis": ["r1", "r2"]})
