@@ -234,6 +234,32 @@ def test_bundle_files_are_private(stack: Stack) -> None:
             assert path.stat().st_mode & 0o077 == 0, path
 
 
+# What a compromised worker must not read: the data nodes' and Sentinels' keys, ACL file and
+# config (the Sentinel administrator's password is in sentinel.conf), nor Flower's files.
+OTHER_SERVICES_SECRETS = [
+    "redis-1/server.key",
+    "redis-1/users.acl",
+    "redis-1/redis.conf",
+    "redis-1/node.env",
+    "sentinel-1/server.key",
+    "sentinel-1/sentinel.conf",
+    "sentinel-1/node.env",
+    "flower/flower.env",
+    "flower/https.key",
+]
+
+
+def test_the_worker_cannot_read_other_services_secrets(stack: Stack) -> None:
+    for name in OTHER_SERVICES_SECRETS:
+        path = f"/etc/celery-fleet/{name}"
+        read = stack.compose("exec", "-T", "worker", "cat", path)
+        assert read.returncode != 0, f"the worker read {path}"
+        assert "Permission denied" in read.stderr, read.stderr
+    # Its own env file it can read (the test would pass on a worker that can read nothing).
+    own = stack.compose("exec", "-T", "worker", "test", "-r", "/etc/celery-fleet/celery/celery.env")
+    assert own.returncode == 0, own.stderr
+
+
 def test_smoke_tasks_come_back(stack: Stack) -> None:
     smoke = stack.make("smoke", timeout=180)
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
