@@ -6,9 +6,16 @@ CF_BUNDLE_DIR ?= $(CURDIR)/compose/.bundle
 # Your settings (see compose/.env.example); compose reads the same file.
 -include compose/.env
 CF_IMAGE_TAG ?= local
+# MONITORING=1: also Prometheus, Alertmanager and the Redis exporter (compose profile
+# `monitoring`, docs/monitoring.md); its image is built only then.
+MONITORING ?=
+ifneq ($(filter 1 yes true,$(MONITORING)),)
+COMPOSE_PROFILES := monitoring
+export COMPOSE_PROFILES
+endif
 export CF_PROJECT CF_BUNDLE_DIR CF_NET_PREFIX CF_FLOWER_BIND CF_FLOWER_PORT CF_WORKER_REPLICAS \
   CF_WORKER_CONCURRENCY DEMO_HEARTBEAT_SECONDS \
-  CF_APP CF_APP_DIR CF_LOG_LEVEL CF_IMAGE_TAG
+  CF_APP CF_APP_DIR CF_LOG_LEVEL CF_IMAGE_TAG CF_PROMETHEUS_PORT
 
 COMPOSE := docker compose --project-directory compose -f compose/compose.yaml -p $(CF_PROJECT)
 # Wheels for the app image, downloaded on the host for the engine's platform (the build
@@ -34,14 +41,17 @@ images: $(WHEELS)/.done ## Build the Redis and app images (cached)
 	@echo "==> images celery-fleet-redis:$(CF_IMAGE_TAG), celery-fleet-app:$(CF_IMAGE_TAG)"
 	@docker build -q -f compose/Dockerfile.redis -t celery-fleet-redis:$(CF_IMAGE_TAG) . 2>&1 | { grep -v -i -e 'deprecated' -e 'buildx' -e '^ *$$' || true; }
 	@docker build -q -f compose/Dockerfile.app -t celery-fleet-app:$(CF_IMAGE_TAG) . 2>&1 | { grep -v -i -e 'deprecated' -e 'buildx' -e '^ *$$' || true; }
+	$(if $(COMPOSE_PROFILES),@echo "==> image celery-fleet-monitoring:$(CF_IMAGE_TAG)")
+	$(if $(COMPOSE_PROFILES),@docker build -q -f compose/Dockerfile.monitoring -t celery-fleet-monitoring:$(CF_IMAGE_TAG) . 2>&1 | { grep -v -i -e 'deprecated' -e 'buildx' -e '^ *$$' || true; })
 
 bundle: setup ## Render certificates, passwords and config files into $(CF_BUNDLE_DIR)
 	@echo "==> bundle $(CF_BUNDLE_DIR)"
 	@$(BIN)/ansible-playbook -i localhost, -c local playbooks/local.yml \
 	  -e cf_bundle_dir=$(CF_BUNDLE_DIR) $(if $(CF_NET_PREFIX),-e cf_net_prefix=$(CF_NET_PREFIX)) \
-	  $(if $(CF_TASK_TIME_LIMIT),-e cf_task_time_limit=$(CF_TASK_TIME_LIMIT))
+	  $(if $(CF_TASK_TIME_LIMIT),-e cf_task_time_limit=$(CF_TASK_TIME_LIMIT)) \
+	  $(if $(CF_ALERT_WEBHOOK_URL),-e cf_alert_webhook_url=$(CF_ALERT_WEBHOOK_URL))
 
-up: bundle images ## Start the secured stack (Redis, Sentinels, workers, beat, Flower)
+up: bundle images ## Start the secured stack (Redis, Sentinels, workers, beat, Flower; MONITORING=1: Prometheus too)
 	@echo "==> docker compose up ($(CF_PROJECT))"
 	@# CF_DIGEST_<service>: hash of its bundle folder; a change recreates only its containers.
 	@for d in $(CF_BUNDLE_DIR)/config/*/; do n=$$(basename $$d | tr - _); \
@@ -50,16 +60,16 @@ up: bundle images ## Start the secured stack (Redis, Sentinels, workers, beat, F
 	@bash compose/info.sh
 
 stop: ## Stop the stack, keep its data
-	@$(COMPOSE) stop
+	@$(COMPOSE) --profile "*" stop
 
 down: ## Remove the stack: containers, networks AND volumes (Redis data, beat schedule)
-	@$(COMPOSE) down --volumes --remove-orphans --timeout 30
+	@$(COMPOSE) --profile "*" down --volumes --remove-orphans --timeout 30
 
 ps: ## Show the stack's containers and their health
-	@$(COMPOSE) ps --all
+	@$(COMPOSE) --profile "*" ps --all
 
 logs: ## Show the stack's logs (LOGS_ARGS="-f worker" to follow one service)
-	@$(COMPOSE) logs --tail 100 $(LOGS_ARGS)
+	@$(COMPOSE) --profile "*" logs --tail 100 $(LOGS_ARGS)
 
 smoke: ## Send demo tasks through the stack and print the results
 	@echo "==> smoke: tasks sent from a worker container"

@@ -4,13 +4,15 @@
 runs next to a user's `make up` and other tests. Then: the containers are hardened and only
 Flower is published, no secret shows in `docker compose config` or `docker inspect`, the
 smoke tasks come back, beat's heartbeat runs, Flower needs its password, `celery-fleet
-doctor` finds nothing, stopping the Redis primary loses no task, and `make down` leaves no
-container, network or volume. The tests run in file order and share one stack.
+doctor` finds nothing, `make up MONITORING=1` adds Prometheus, Alertmanager and the Redis
+exporter and Prometheus sees every target up, stopping the Redis primary loses no task, and
+`make down` leaves no container, network or volume. The tests run in file order and share one stack.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import ipaddress
 import json
@@ -22,6 +24,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -309,6 +312,81 @@ def test_doctor_finds_nothing(stack: Stack) -> None:
         "--env-file", "/etc/celery-fleet/celery/celery.env", "--json",
     )  # fmt: skip
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+MONITORING_JOBS = {"prometheus": 1, "alertmanager": 1, "flower": 1, "redis": 2, "redis_exporter": 1}
+# Every target UP took 10 s after `make up MONITORING=1` returned here (2 cores, other
+# jobs running; scrape interval 15 s); the timeout leaves room for a slower machine.
+TARGETS_UP_TIMEOUT = 120
+
+
+def prometheus_api(port: int, path: str) -> Any:
+    url = f"http://127.0.0.1:{port}/api/v1/{path}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        body = json.load(answer)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
+    """`make up MONITORING=1` on the running stack adds Prometheus, Alertmanager and the
+    Redis exporter (role monitoring's templates); every target comes up, both data nodes
+    answer the exporter over TLS as the monitor user, the rule groups are loaded."""
+    port = free_port()
+    stack.settings["CF_PROMETHEUS_PORT"] = str(port)
+    started = time.monotonic()
+    up = stack.make("up", "MONITORING=1", timeout=900)
+    print(f"make up MONITORING=1: {time.monotonic() - started:.0f} s")
+    assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+    services = {stack.service(c): c for c in stack.containers()}
+    for name in ("prometheus", "alertmanager", "redis-exporter"):
+        c = services[name]
+        assert c["State"]["Health"]["Status"] == "healthy", name
+        host = c["HostConfig"]
+        assert host["ReadonlyRootfs"] is True, name
+        assert host["CapDrop"] == ["ALL"], name
+        assert c["Config"]["User"] not in ("", "0", "root", "0:0"), name
+        assert 0 < (host.get("PidsLimit") or 0) <= 256, name
+        assert host["Memory"] > 0, name
+        published = [b for b in (host["PortBindings"] or {}).values() if b]
+        loopback = [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+        assert published == ([loopback] if name == "prometheus" else []), (name, published)
+    inspected = json.dumps(stack.containers()) + stack.compose("config").stdout
+    for password in stack.passwords():
+        assert password not in inspected
+
+    started = time.monotonic()
+    deadline = started + TARGETS_UP_TIMEOUT
+    targets: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError):
+            targets = prometheus_api(port, "targets?state=active")["activeTargets"]
+            jobs: dict[str, int] = {}
+            for t in targets:
+                jobs[t["labels"]["job"]] = jobs.get(t["labels"]["job"], 0) + 1
+            if jobs == MONITORING_JOBS and all(t["health"] == "up" for t in targets):
+                break
+        time.sleep(2)
+    else:
+        summary = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
+        pytest.fail(f"not every target up within {TARGETS_UP_TIMEOUT} s: {summary}")
+    print(f"every Prometheus target up: {time.monotonic() - started:.0f} s")
+
+    # Up is the exporter's HTTP answer; redis_up is its login to each node (TLS, monitor user).
+    query = urllib.parse.quote('redis_up{job="redis"}')
+    redis_up = prometheus_api(port, f"query?query={query}")["result"]
+    assert sorted((r["metric"]["instance"], r["value"][1]) for r in redis_up) == [
+        (f"{stack.prefix}.11:6379", "1"),
+        (f"{stack.prefix}.12:6379", "1"),
+    ], redis_up
+    groups = {g["name"] for g in prometheus_api(port, "rules")["groups"]}
+    assert groups == {"celery", "redis", "tls"}, groups
+    alertmanagers = prometheus_api(port, "alertmanagers")["activeAlertmanagers"]
+    assert [a["url"] for a in alertmanagers] == ["http://alertmanager:9093/api/v2/alerts"]
+    ready = stack.compose(
+        "exec", "-T", "alertmanager", "monitoring-start", "healthcheck-alertmanager"
+    )
+    assert ready.returncode == 0, ready.stdout + ready.stderr
 
 
 def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
