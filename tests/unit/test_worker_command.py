@@ -37,6 +37,11 @@ def _unit_argv(pool: dict[str, Any], **variables: Any) -> list[str]:
         role_vars=True,
         variables={"pool": pool, **variables},
     )
+    # A well-formed unit: each section once, in order, one ExecStart (systemd refuses two).
+    lines = text.splitlines()
+    sections = [ln for ln in lines if ln.startswith("[")]
+    assert sections == ["[Unit]", "[Service]", "[Install]"], sections
+    assert sum(ln.startswith("ExecStart=") for ln in lines) == 1
     line = text.split("ExecStart=", 1)[1].split("\nKillMode", 1)[0].replace("\\\n", " ")
     argv = shlex.split(line)
     return argv[argv.index("worker") + 1 :]
