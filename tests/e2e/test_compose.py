@@ -328,10 +328,51 @@ def prometheus_api(port: int, path: str) -> Any:
     return body["data"]
 
 
+def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
+    before = stack.primary()
+    restarts = stack.restarts()
+    # The producer runs in its own one-off container (same image, network and config as a
+    # worker), so a worker that restarts cannot take the producer and its report with it.
+    load = stack.compose_popen(
+        "run", "--rm", "--no-deps", "-T", "worker", "app-start", "smoke",
+        "--load", str(LOAD_TASKS), "--interval", "0.05", "--timeout", "150", "--json",
+    )  # fmt: skip
+    time.sleep(5)  # the one-off container is up and tasks are flowing
+    # `docker stop`, not `docker compose stop`: compose would stop the dependents too.
+    (container,) = [c["Id"] for c in stack.containers() if stack.service(c) == before]
+    stopped = run(["docker", "stop", container], timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        out, err = load.communicate(timeout=300)
+    finally:
+        load.kill()
+    report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    logs = stack.compose("logs", "--no-color", "worker").stdout.splitlines()
+    quiet = ("] received", "] succeeded in")  # the task traffic; keep the rest
+    diagnosis = (
+        f"{report}\nproducer stderr: {err[-2000:]}\nworker restarts: {restarts} -> "
+        f"{stack.restarts()}\n"
+        + "\n".join(
+            ln for ln in logs if not ln.endswith(quiet) and not any(q in ln for q in quiet)
+        )[-8000:]
+    )
+    assert report.get("ok"), diagnosis
+    assert report["completed"] == LOAD_TASKS, diagnosis
+    # No worker had to be restarted by Docker to get there.
+    assert stack.restarts() == restarts, diagnosis
+    after = stack.primary()
+    assert after != before
+    again = stack.compose("exec", "-T", "worker", "app-start", "smoke", "--json", timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["ok"]
+
+
 def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     """`make up MONITORING=1` on the running stack adds Prometheus, Alertmanager and the
     Redis exporter (role monitoring's templates); every target comes up, both data nodes
-    answer the exporter over TLS as the monitor user, the rule groups are loaded."""
+    answer the exporter over TLS as the monitor user, the rule groups are loaded. It runs
+    after the failover test (the extra containers would load the machine during it), so
+    `make up` also starts the old primary again, which must rejoin as a replica."""
     port = free_port()
     stack.settings["CF_PROMETHEUS_PORT"] = str(port)
     started = time.monotonic()
@@ -372,13 +413,19 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
         pytest.fail(f"not every target up within {TARGETS_UP_TIMEOUT} s: {summary}")
     print(f"every Prometheus target up: {time.monotonic() - started:.0f} s")
 
-    # Up is the exporter's HTTP answer; redis_up is its login to each node (TLS, monitor user).
+    # Up is the exporter's HTTP answer; redis_up is its login to each node (TLS, monitor
+    # user). The old primary was just started again: wait for it too.
     query = urllib.parse.quote('redis_up{job="redis"}')
-    redis_up = prometheus_api(port, f"query?query={query}")["result"]
-    assert sorted((r["metric"]["instance"], r["value"][1]) for r in redis_up) == [
-        (f"{stack.prefix}.11:6379", "1"),
-        (f"{stack.prefix}.12:6379", "1"),
-    ], redis_up
+    expected = [(f"{stack.prefix}.11:6379", "1"), (f"{stack.prefix}.12:6379", "1")]
+    seen: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError, KeyError):
+            redis_up = prometheus_api(port, f"query?query={query}")["result"]
+            seen = sorted((r["metric"]["instance"], r["value"][1]) for r in redis_up)
+            if seen == expected:
+                break
+        time.sleep(2)
+    assert seen == expected, seen
     groups = {g["name"] for g in prometheus_api(port, "rules")["groups"]}
     assert groups == {"celery", "redis", "tls"}, groups
     alertmanagers = prometheus_api(port, "alertmanagers")["activeAlertmanagers"]
@@ -387,45 +434,6 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
         "exec", "-T", "alertmanager", "monitoring-start", "healthcheck-alertmanager"
     )
     assert ready.returncode == 0, ready.stdout + ready.stderr
-
-
-def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
-    before = stack.primary()
-    restarts = stack.restarts()
-    # The producer runs in its own one-off container (same image, network and config as a
-    # worker), so a worker that restarts cannot take the producer and its report with it.
-    load = stack.compose_popen(
-        "run", "--rm", "--no-deps", "-T", "worker", "app-start", "smoke",
-        "--load", str(LOAD_TASKS), "--interval", "0.05", "--timeout", "150", "--json",
-    )  # fmt: skip
-    time.sleep(5)  # the one-off container is up and tasks are flowing
-    # `docker stop`, not `docker compose stop`: compose would stop the dependents too.
-    (container,) = [c["Id"] for c in stack.containers() if stack.service(c) == before]
-    stopped = run(["docker", "stop", container], timeout=60)
-    assert stopped.returncode == 0, stopped.stderr
-    try:
-        out, err = load.communicate(timeout=300)
-    finally:
-        load.kill()
-    report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    logs = stack.compose("logs", "--no-color", "worker").stdout.splitlines()
-    quiet = ("] received", "] succeeded in")  # the task traffic; keep the rest
-    diagnosis = (
-        f"{report}\nproducer stderr: {err[-2000:]}\nworker restarts: {restarts} -> "
-        f"{stack.restarts()}\n"
-        + "\n".join(
-            ln for ln in logs if not ln.endswith(quiet) and not any(q in ln for q in quiet)
-        )[-8000:]
-    )
-    assert report.get("ok"), diagnosis
-    assert report["completed"] == LOAD_TASKS, diagnosis
-    # No worker had to be restarted by Docker to get there.
-    assert stack.restarts() == restarts, diagnosis
-    after = stack.primary()
-    assert after != before
-    again = stack.compose("exec", "-T", "worker", "app-start", "smoke", "--json", timeout=180)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert json.loads(again.stdout)["ok"]
 
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
