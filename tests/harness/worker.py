@@ -26,7 +26,12 @@ from celery import Celery
 from .redis_procs import env_without_secrets
 
 START_TIMEOUT = 45.0
-STOP_TIMEOUT = 30.0
+# A warm shutdown can take 30 s with nothing wrong: a prefork child whose last result the
+# parent has not read yet waits for it up to 300 x 0.1 s before it exits (billiard's
+# Worker._ensure_messages_consumed, GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT), while the
+# parent already waits in Pool.join. Seen here once in six runs of a warm shutdown right
+# after a burst of tasks. Twice that, plus margin for a loaded machine.
+STOP_TIMEOUT = 75.0
 
 
 class WorkerError(RuntimeError):
