@@ -41,7 +41,8 @@ test-integration: setup ## Real redis-server/redis-sentinel processes and Celery
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults
 
 # Each layer adds its own targets to one of the two lanes of `test` in mk/*.mk: the
-# process lane (TEST_TARGETS) and the systemd lane (TEST_SYSTEMD_TARGETS: molecule fleet).
+# process lane (TEST_TARGETS) and the systemd lane (TEST_SYSTEMD_TARGETS: compose end to
+# end, molecule fleet).
 TEST_TARGETS := lint test-unit test-integration
 TEST_SYSTEMD_TARGETS :=
 -include mk/*.mk
