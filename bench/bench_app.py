@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from celery import Celery
 
@@ -16,12 +17,17 @@ def noop() -> None:
     return None
 
 
-@app.task(name="bench.mark")
-def mark(token: int, path: str) -> int:
-    """Append "token time" to ``path``: runs are counted outside Redis."""
+@app.task(name="bench.mark", bind=True)
+def mark(self: Any, token: int, path: str) -> int:
+    """Append "token time task-id redelivered pid" to ``path``: runs are counted outside
+    Redis. Two runs of one token with the same task id are one message delivered twice;
+    with different ids, the producer published it twice. ``redelivered`` is Kombu's flag
+    on a message restored from its unacked hash (visibility timeout, dead connection)."""
+    info = self.request.delivery_info or {}
+    line = f"{token} {time.time():.6f} {self.request.id} {int(bool(info.get('redelivered')))} "
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, f"{token} {time.time():.6f}\n".encode())
+        os.write(fd, f"{line}{os.getpid()}\n".encode())
     finally:
         os.close(fd)
     return token

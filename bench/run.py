@@ -10,6 +10,7 @@ celery_fleet.settings, the real Docker engine for image sizes and molecule for c
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -35,10 +36,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from celery import Celery  # noqa: E402
 from celery.result import ResultSet  # noqa: E402
 
+from celery_fleet import transport  # noqa: E402
 from celery_fleet.settings import load  # noqa: E402
 from harness import envs  # noqa: E402
 from harness.pki import Pki  # noqa: E402
-from harness.redis_procs import Listen, RedisFleet  # noqa: E402
+from harness.redis_procs import Listen, Node, ProcessError, RedisFleet  # noqa: E402
 from harness.worker import Worker  # noqa: E402
 
 Env = dict[str, str]
@@ -68,6 +70,18 @@ def worker(env: Env, folder: Path, concurrency: int = 2) -> Worker:
 # --------------------------------------------------------------------------------------
 # throughput: the same no-op task through plain, TLS, and Sentinel + TLS
 # --------------------------------------------------------------------------------------
+# The TLS path side by side: one primary + one replica each (WAIT 1 needs the replica, so
+# the other two pay for a replication stream too), only the transport differs.
+TLS_SIDE_BY_SIDE: dict[str, Env] = {
+    "rediss:// + replica, Kombu's transport": {},
+    "rediss:// + replica, reliable fetch": {"CELERY_FLEET_RELIABLE_FETCH": "true"},
+    "rediss:// + replica, reliable fetch + WAIT 1": {
+        "CELERY_FLEET_RELIABLE_FETCH": "true",
+        "CELERY_BROKER_WAIT_REPLICAS": "1",
+    },
+}
+
+
 def _setup(mode: str, fleet: RedisFleet) -> Env:
     if mode == "plain redis://":
         node = fleet.server("plain", listen=Listen.TCP)
@@ -76,11 +90,14 @@ def _setup(mode: str, fleet: RedisFleet) -> Env:
             "CELERY_RESULT_BACKEND": envs.url(fleet, node, 1),
         }
     primary = fleet.server("primary")
-    if mode == "rediss:// verified":
+    if mode == "rediss:// verified" or mode in TLS_SIDE_BY_SIDE:
+        if mode in TLS_SIDE_BY_SIDE:
+            fleet.server("replica", replica_of=primary)
         return {
             "CELERY_BROKER_URL": envs.url(fleet, primary, 0),
             "CELERY_RESULT_BACKEND": envs.url(fleet, primary, 1),
             **envs.tls(fleet),
+            **TLS_SIDE_BY_SIDE.get(mode, {}),
         }
     if "replica" in mode:
         fleet.server("replica", replica_of=primary)
@@ -106,7 +123,10 @@ def throughput(quick: bool) -> dict[str, Any]:
         "rediss:// verified",
         "sentinel + TLS, primary + replica",
         "sentinel + TLS, primary only",
+        *TLS_SIDE_BY_SIDE,
     ]
+    # No transport.install() here: the reliable rows' clients get broker_transport from
+    # settings.load(), one rediss:// URL never switches, and the Kombu rows stay Kombu's.
     runs: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         stacks = []
@@ -130,135 +150,357 @@ def throughput(quick: bool) -> dict[str, Any]:
                 fleet.close()
     figures = {m: {"tasks_per_s": statistics.median(r), "runs": r} for m, r in runs.items()}
     base = figures[modes[0]]["tasks_per_s"]
+    kombu = figures[next(iter(TLS_SIDE_BY_SIDE))]["tasks_per_s"]
     for mode in modes:
         figures[mode]["ratio_to_plain"] = round(figures[mode]["tasks_per_s"] / base, 3)
+        if mode in TLS_SIDE_BY_SIDE:
+            figures[mode]["ratio_to_kombu"] = round(figures[mode]["tasks_per_s"] / kombu, 3)
+            # the same ratio within each round (the rows of a round ran seconds apart)
+            pairs = zip(runs[mode], runs[next(iter(TLS_SIDE_BY_SIDE))], strict=True)
+            figures[mode]["ratio_to_kombu_per_round"] = [round(a / b, 3) for a, b in pairs]
     return {
         "tasks": n,
         "rounds": rounds,
         "worker": "prefork, concurrency 2, celery_fleet production defaults",
+        "transport": "Kombu's unless the mode says otherwise",
         "modes": figures,
-        "target": "(b)/(a) and (c)/(a) >= 0.9",
+        "target": "(b)/(a) and (c)/(a) >= 0.9; reliable fetch and reliable fetch + WAIT 1 "
+        "each >= 0.9 of Kombu's transport on the same TLS + replica path",
     }
 
 
 # --------------------------------------------------------------------------------------
-# failover: K kills of the primary under a steady stream of tasks
+# failover: K kills of the primary under a steady stream of tasks, per transport
 # --------------------------------------------------------------------------------------
+# Side by side in one run, one after the other on fresh fleets: Kombu's transport, reliable
+# fetch (what the celery role writes) and reliable fetch + WAIT 1 (what it writes when the
+# Redis group has three hosts or more, as here).
+FAILOVER_VARIANTS: dict[str, Env] = {
+    "kombu": {},
+    "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"},
+    "reliable+wait1": {"CELERY_FLEET_RELIABLE_FETCH": "true", "CELERY_BROKER_WAIT_REPLICAS": "1"},
+}
+# Messages a worker held when a primary died come back after the visibility timeout; it is
+# short here (as in tests/faults/test_repeated_failovers.py) so that the bench waits
+# seconds, not the deployed time limit + 300 s.
+FAILOVER_ENV: Env = {
+    "CELERY_VISIBILITY_TIMEOUT": "12",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+    "CELERY_TASK_TIME_LIMIT": "8",
+    "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(
+        {"unacked_restore_interval": 2, "unacked_restore_throttle": 1, "inflight_timeout": 5}
+    ),
+}
+CONCURRENCY = 2
+PREFETCH = 1  # worker_prefetch_multiplier, celery_fleet's default
+DRAIN_S = 60.0  # > visibility timeout (12 s) + restore interval + inflight_timeout
+LATE_S = 5.0  # a task that ran more than this after its publish was accepted is "late"
+
+
 class Producer(threading.Thread):
-    """Publishes bench.mark at a fixed rate; a publish that fails is retried until it is
-    accepted, and only accepted tasks count as sent."""
+    """Publishes bench.mark at a fixed rate. A publish that raises (after Celery's own
+    retry policy) is counted as an error and published again with the same token (a new
+    task id); only accepted publishes count as sent. On request, it checks its result
+    backend with a round trip (bench.noop, result fetched through the backend)."""
 
     def __init__(self, app: Celery, path: str, rate: float) -> None:
         super().__init__(daemon=True)
         self.app, self.path, self.interval = app, path, 1.0 / rate
-        self.sent: dict[int, float] = {}  # token -> time the publish started
-        self.errors = 0
+        self.sent: dict[int, float] = {}  # token -> time the publish was accepted
+        self.first_try: dict[int, float] = {}  # token -> time of its first publish attempt
+        self.retried: set[int] = set()  # tokens published again after an error
+        self.errors: Counter[str] = Counter()
+        self.probes: list[dict[str, Any]] = []
+        self.probe_request = threading.Event()
         self.stop_event = threading.Event()
+        self.crashed: str | None = None
+
+    def probe(self) -> None:
+        started = time.monotonic()
+        try:
+            self.app.send_task("bench.noop").get(timeout=30)
+        except Exception as exc:
+            self.probes.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        else:
+            self.probes.append({"ok": True, "s": round(time.monotonic() - started, 3)})
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported, not raised: the bench must finish
+            self.crashed = f"{type(exc).__name__}: {exc}"
+
+    def _run(self) -> None:
         token = 0
         next_at = time.monotonic()
         while not self.stop_event.is_set():
-            started = time.time()
+            if self.probe_request.is_set():
+                self.probe_request.clear()
+                self.probe()
+                next_at = time.monotonic()
+            self.first_try.setdefault(token, time.time())
             try:
                 self.app.send_task("bench.mark", args=(token, self.path))
-            except Exception:
-                self.errors += 1
+            except Exception as exc:
+                self.errors[type(exc).__name__] += 1
+                self.retried.add(token)
                 time.sleep(0.1)
                 continue
-            self.sent[token] = started
+            self.sent[token] = time.time()
             token += 1
             next_at += self.interval
             time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def _runs(path: Path) -> list[tuple[int, float]]:
+class Run(NamedTuple):
+    token: int
+    at: float
+    task_id: str
+    redelivered: bool
+    pid: int
+
+
+def _runs(path: Path) -> list[Run]:
     if not path.exists():
         return []
     rows = []
     for line in path.read_text().splitlines():
-        token, at = line.split()
-        rows.append((int(token), float(at)))
+        token, at, task_id, redelivered, pid = line.split()
+        rows.append(Run(int(token), float(at), task_id, redelivered == "1", int(pid)))
     return rows
 
 
-def failover(quick: bool) -> dict[str, Any]:
-    kills, rate = (2, 10.0) if quick else (10, 20.0)
+def _agreed_primary(fleet: RedisFleet) -> Node | None:
+    try:
+        return fleet.primary()
+    except (AssertionError, LookupError):  # the Sentinels disagree, or know none yet
+        return None
+
+
+def _kill_loop(fleet: RedisFleet, producer: Producer, kills: int, every: float) -> list[Any]:
+    events: list[dict[str, Any]] = []
+    last_kill = time.monotonic()
+    for _ in range(kills):
+        # keep `every` seconds between kills (Sentinel will not fail the same name over
+        # again within 2 x failover-timeout), and at least 2 s of healthy stream before one
+        time.sleep(max(2.0, every - (time.monotonic() - last_kill)))
+        old = fleet.wait_for(lambda: _agreed_primary(fleet), "one primary", timeout=60)
+        last_kill = time.monotonic()
+        killed_at = time.time()
+        fleet.kill(old)
+        new = fleet.wait_for_failover(old, timeout=60)
+        promoted_at = time.time()
+        fleet.restart(old)
+        event: dict[str, Any] = {
+            "killed_at": killed_at,
+            "promotion_s": round(promoted_at - killed_at, 3),
+        }
+        try:
+            fleet.wait_for(
+                lambda old=old, new=new: (
+                    fleet.info(old, "replication").get("master_link_status") == "up"
+                    and fleet.info(old, "replication").get("master_port") == new.port
+                ),
+                "the old primary to rejoin as a replica",
+                timeout=60,
+            )
+            event["rejoin_s"] = round(time.time() - killed_at, 3)
+        except ProcessError:
+            # Redis/Sentinel, not the transport under test: recorded, and the kills go on
+            # (the next kill waits for the Sentinels to agree on a primary).
+            event["rejoin_s"] = None
+            event["rejoin_failed"] = {
+                "old": repr(old),
+                "replication": fleet.info(old, "replication"),
+                "old_log": old.log_tail(25),
+                "new_log": new.log_tail(15),
+            }
+        producer.probe_request.set()
+        events.append(event)
+    return events
+
+
+def _failover_variant(name: str, kills: int, rate: float, every: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, fleet_in(Path(tmp)) as fleet:
         primary = fleet.server("redis-1")
         fleet.server("redis-2", replica_of=primary)
         fleet.server("redis-3", replica_of=primary)
-        fleet.sentinels(primary, down_after_ms=1000, failover_timeout_ms=6000)
-        env = envs.sentinel(fleet)
+        fleet.sentinels(primary, down_after_ms=1000, failover_timeout_ms=3000)
+        env = {**envs.sentinel(fleet), **FAILOVER_ENV, **FAILOVER_VARIANTS[name]}
         marks = Path(tmp) / "marks.log"
-        w = worker(env, Path(tmp) / "w")
+        w = worker(env, Path(tmp) / "w", concurrency=CONCURRENCY)
         app = client(env)
         producer = Producer(app, str(marks), rate)
+        started = time.monotonic()
         producer.start()
-        events: list[dict[str, float]] = []
         try:
-            for _ in range(kills):
-                time.sleep(3.0)
-                old = fleet.primary()
-                killed_at = time.time()
-                fleet.kill(old)
-                new = fleet.wait_for_failover(old, timeout=60)
-                promoted_at = time.time()
-                fleet.restart(old)
-                fleet.wait_for(
-                    lambda old=old, new=new: (
-                        fleet.info(old, "replication").get("master_link_status") == "up"
-                        and fleet.info(old, "replication").get("master_port") == new.port
-                    ),
-                    "the old primary to rejoin as a replica",
-                    timeout=60,
-                )
-                events.append({"killed_at": killed_at, "promoted_after_s": promoted_at - killed_at})
+            events = _kill_loop(fleet, producer, kills, every)
             time.sleep(3.0)
+            producer.probe_request.set()  # a last round trip after the last kill
+            time.sleep(1.0)
         finally:
             producer.stop_event.set()
-            producer.join(timeout=30)
+            producer.join(timeout=60)
+        stream_s = time.monotonic() - started
         sent = dict(producer.sent)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + DRAIN_S
         while time.monotonic() < deadline:
-            if set(sent) <= {t for t, _ in _runs(marks)}:
+            if set(sent) <= {r.token for r in _runs(marks)}:
                 break
             time.sleep(0.5)
+        time.sleep(3.0)  # late duplicates of the last tasks
+        worker_alive = w.proc is not None and w.proc.poll() is None
         app.close()
         w.stop(timeout=60)
         runs = _runs(marks)
-        log_tail = [ln for ln in w.log().splitlines() if "bench.mark" not in ln][-40:]
-    counts = Counter(t for t, _ in runs)
-    lost = sorted(set(sent) - set(counts))
-    twice = sorted(t for t, c in counts.items() if c > 1)
-    completed_at: dict[int, float] = {}
-    for token, at in runs:
-        completed_at.setdefault(token, at)
-    stalls = []
-    for e in events:
-        # the first task published after the kill, and when it completed
-        after = [(sent[t], t) for t in sent if sent[t] >= e["killed_at"] and t in completed_at]
-        if after:
-            first = min(after)[1]
-            e["stall_s"] = round(completed_at[first] - e["killed_at"], 3)
-            stalls.append(e["stall_s"])
+        log = w.log().splitlines()
+    return _failover_figures(name, kills, rate, events, producer, sent, runs, log) | {
+        "worker_survived": worker_alive,
+        "stream_s": round(stream_s, 1),
+    }
+
+
+def _attribute(token_runs: list[Run], kills_at: list[float], retried: bool) -> dict[str, Any]:
+    """Where a duplicate came from, as far as the marks tell."""
+    first, second = token_runs[0], token_runs[1]
+    before = [k for k in kills_at if k <= second.at]
+    kill = len(before) - 1 if before else None
+    if len({r.task_id for r in token_runs}) > 1:
+        source = "published twice: a publish that raised had landed, and was sent again"
+        if not retried:
+            source += " (but the producer saw no error for it)"
+    elif kill is not None and first.at < kills_at[kill]:
+        source = "ran before the kill, delivered again after it (its ack was lost or unsent)"
+    else:
+        source = "delivered twice after the kill"
     return {
-        "kills": kills,
+        "kill": kill + 1 if kill is not None else None,
+        "source": source,
+        "runs": len(token_runs),
+        "second_run_after_s": round(second.at - first.at, 3),
+        "redelivered_flag": second.redelivered,
+        "same_process": second.pid == first.pid,
+    }
+
+
+def _failover_figures(
+    name: str,
+    kills: int,
+    rate: float,
+    events: list[dict[str, Any]],
+    producer: Producer,
+    sent: dict[int, float],
+    runs: list[Run],
+    log: list[str],
+) -> dict[str, Any]:
+    by_token: dict[int, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: r.at):
+        by_token.setdefault(r.token, []).append(r)
+    lost = sorted(set(sent) - set(by_token))
+    kills_at = [e["killed_at"] for e in events]
+    duplicates = {
+        t: _attribute(rs, kills_at, t in producer.retried)
+        for t, rs in sorted(by_token.items())
+        if len(rs) > 1 and t in sent
+    }
+    per_kill = Counter(d["kill"] for d in duplicates.values())
+    latency = {t: by_token[t][0].at - sent[t] for t in sent if t in by_token}
+    late = sorted(t for t, s in latency.items() if s > LATE_S)
+    accepted = sorted(sent.values())
+    for i, e in enumerate(events):
+        end = kills_at[i + 1] if i + 1 < len(events) else float("inf")
+        # service stall: kill -> completion of the first task published after the kill
+        after = [(sent[t], t) for t in sent if e["killed_at"] <= sent[t] < end and t in by_token]
+        if after:
+            e["service_stall_s"] = round(by_token[min(after)[1]][0].at - e["killed_at"], 3)
+        # publish stall: the longest time without an accepted publish, around this kill
+        gaps = [b - a for a, b in itertools.pairwise(accepted) if e["killed_at"] <= b < end]
+        e["publish_stall_s"] = round(max(gaps), 3) if gaps else None
+        e["duplicates"] = per_kill.get(i + 1, 0)
+        e["probe"] = producer.probes[i] if i < len(producer.probes) else None
+
+    def spread(key: str) -> dict[str, Any]:
+        values = [e[key] for e in events if e.get(key) is not None]
+        return {
+            "median": round(statistics.median(values), 3) if values else None,
+            "max": max(values) if values else None,
+            "over_5_s": sum(1 for v in values if v > 5.0),
+        }
+
+    probes_ok = sum(1 for p in producer.probes if p["ok"])
+    return {
+        "variant": name,
+        "env": FAILOVER_VARIANTS[name],
+        "kills": len(events),
+        "kills_planned": kills,
         "rate_per_s": rate,
         "sent": len(sent),
         "lost": len(lost),
         "lost_tokens": lost[:50],
-        "worker_log_tail": log_tail if lost else [],
-        "run_twice": len(twice),
-        "publish_retries": producer.errors,
-        "stall_s": stalls,
-        "median_stall_s": round(statistics.median(stalls), 3) if stalls else None,
-        "max_stall_s": max(stalls) if stalls else None,
-        "promotion_s": [round(e["promoted_after_s"], 3) for e in events],
-        "sentinel": "down-after-milliseconds 1000, failover-timeout 6000, 3 Sentinels, quorum 2",
-        "stall_definition": "kill -> completion of the first task published after the kill",
-        "target": "median stall <= 3 s, 0 lost over all kills",
+        "late": len(late),
+        "late_max_s": round(max(latency[t] for t in late), 3) if late else None,
+        "duplicates": len(duplicates),
+        "duplicates_max_per_kill": max(per_kill.values()) if per_kill else 0,
+        "duplicates_bound_per_kill": CONCURRENCY * PREFETCH,
+        "duplicates_by_source": dict(Counter(d["source"] for d in duplicates.values())),
+        "duplicate_details": {str(t): d for t, d in list(duplicates.items())[:60]},
+        "promotion_s": spread("promotion_s"),
+        "publish_stall_s": spread("publish_stall_s"),
+        "service_stall_s": spread("service_stall_s"),
+        "producer_errors": dict(producer.errors),
+        "producer_retried_tokens": len(producer.retried),
+        "rejoin_failures": sum(1 for e in events if e.get("rejoin_failed")),
+        "producer_survived": producer.crashed is None and not producer.is_alive(),
+        "producer_crash": producer.crashed,
+        "backend_probes_ok": f"{probes_ok}/{len(producer.probes)}",
+        "per_kill": [
+            {k: v for k, v in e.items() if k != "killed_at"} | {"n": i + 1}
+            for i, e in enumerate(events)
+        ],
+        "worker_log_errors": [
+            ln[:400] for ln in log if '"level": "ERROR"' in ln or '"level": "CRITICAL"' in ln
+        ][-20:],
     }
+
+
+def failover(quick: bool) -> dict[str, Any]:
+    kills, rate, every = (2, 10.0, 8.0) if quick else (30, 20.0, 8.0)
+    out: dict[str, Any] = {
+        "kills": kills,
+        "rate_per_s": rate,
+        "kill_every_s": every,
+        "worker": f"prefork, concurrency {CONCURRENCY}, prefetch multiplier {PREFETCH}",
+        "sentinel": "down-after-milliseconds 1000, failover-timeout 3000, 3 Sentinels, "
+        "quorum 2; primary + 2 replicas, TLS everywhere",
+        "bench_env": FAILOVER_ENV,
+        "definitions": {
+            "lost": f"accepted by the broker and never ran, {DRAIN_S:.0f} s after the stream "
+            "stopped (> visibility timeout 12 s + restore interval 2 s)",
+            "late": f"first run more than {LATE_S:.0f} s after its publish was accepted",
+            "promotion_s": "kill -> every Sentinel names a new primary that says master",
+            "publish_stall_s": "longest time without an accepted publish around the kill "
+            f"(the producer publishes every {1 / rate:.2f} s)",
+            "service_stall_s": "kill -> completion of the first task published after it",
+        },
+        "target": "per transport: >= 30 kills, 0 lost, duplicates per kill <= concurrency x "
+        "prefetch, median stall <= 2 s and none above 5 s, producer and backend survive",
+        "variants": {},
+    }
+    # reliable+wait1 adds ~8 min to a full run and was not asked for by the issue:
+    # BENCH_FAILOVER_VARIANTS=kombu,reliable,reliable+wait1 includes it.
+    # (Kombu's first: transport.install() below cannot be undone in this process.)
+    chosen = os.environ.get("BENCH_FAILOVER_VARIANTS", "kombu,reliable").split(",")
+    for name in chosen:
+        print(f"[bench] failover {name} ...", flush=True)
+        if name != "kombu":
+            transport.install()  # what celeryconfig does with reliable fetch on
+        try:
+            out["variants"][name] = _failover_variant(name, kills, rate, every)
+        except Exception as exc:
+            out["variants"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
+        v = out["variants"][name]
+        print(f"[bench] failover {name}: " + json.dumps(v)[:400], flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -378,24 +620,47 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Throughput (no-op task, broker + result backend)",
             "",
-            "| path | tasks/s | ratio to plain |",
-            "|---|---|---|",
+            "| path | tasks/s | ratio to plain | ratio to Kombu's (same path) |",
+            "|---|---|---|---|",
         ]
         lines += [
-            f"| {m} | {v['tasks_per_s']} | {v['ratio_to_plain']} |" for m, v in t["modes"].items()
+            f"| {m} | {v['tasks_per_s']} | {v['ratio_to_plain']} | {v.get('ratio_to_kombu', '')} |"
+            for m, v in t["modes"].items()
         ]
         lines += ["", f"Target: {t['target']}.", ""]
     f = results.get("failover")
-    if f and "kills" in f:
+    if f and "variants" in f:
         lines += [
             "## Failover",
             "",
-            f"{f['kills']} kills of the primary at {f['rate_per_s']} tasks/s: "
-            f"{f['sent']} sent, **{f['lost']} lost**, {f['run_twice']} run twice; "
-            f"stall median **{f['median_stall_s']} s**, max {f['max_stall_s']} s "
-            f"(stalls: {f['stall_s']}). Target: {f['target']}.",
+            f"{f['kills']} SIGKILLs of the primary per transport, {f['rate_per_s']} tasks/s, "
+            f"a kill every {f['kill_every_s']} s; {f['sentinel']}. Target: {f['target']}.",
             "",
+            "| transport | kills | sent | lost | late | duplicates (max/kill) | promotion "
+            "median/max s | publish stall median/max s | service stall median/max s | "
+            "producer errors | backend probes ok | producer, worker survived |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        for name, v in f["variants"].items():
+            if "error" in v:
+                lines += [f"| {name} | error: {v['error'][:200]} |"]
+                continue
+
+            def ms(key: str, v: dict[str, Any] = v) -> str:
+                return f"{v[key]['median']} / {v[key]['max']}"
+
+            lines += [
+                f"| {name} | {v['kills']} | {v['sent']} | **{v['lost']}** | {v['late']} | "
+                f"{v['duplicates']} ({v['duplicates_max_per_kill']}) | {ms('promotion_s')} | "
+                f"{ms('publish_stall_s')} | {ms('service_stall_s')} | "
+                f"{sum(v['producer_errors'].values())} | {v['backend_probes_ok']} | "
+                f"{v['producer_survived']}, {v['worker_survived']} |"
+            ]
+        lines += [""]
+        for name, v in f["variants"].items():
+            if v.get("duplicates_by_source"):
+                lines += [f"- {name}, duplicates by source: {v['duplicates_by_source']}"]
+        lines += [""]
     c = results.get("converge")
     if c and "first_s" in c:
         lines += [
@@ -445,8 +710,19 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = results["when"].replace(":", "").replace("-", "")
     text = json.dumps(results, indent=2)
-    (RESULTS / "latest.json").write_text(text)
     (RESULTS / f"bench-{stamp}.json").write_text(text)
+    # One part at a time keeps the other parts of latest.json (each part says when it ran).
+    for name in names:
+        results[name] |= {"when": results["when"], "quick": args.quick}
+    previous = RESULTS / "latest.json"
+    if "all" not in args.parts and previous.exists():
+        merged = json.loads(previous.read_text())
+        merged.update({k: v for k, v in results.items() if k in PARTS})
+        merged["when"], merged["machine"] = results["when"], results["machine"]
+        merged["quick"] = any(merged[p].get("quick") for p in PARTS if p in merged)
+        results = merged
+    text = json.dumps(results, indent=2)
+    (RESULTS / "latest.json").write_text(text)
     (RESULTS / "latest.md").write_text(markdown(results))
     print((RESULTS / "latest.md").read_text())
     return 0
