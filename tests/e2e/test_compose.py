@@ -318,6 +318,8 @@ MONITORING_JOBS = {"prometheus": 1, "alertmanager": 1, "flower": 1, "redis": 2, 
 # Every target UP took 10 s after `make up MONITORING=1` returned here (2 cores, other
 # jobs running; scrape interval 15 s); the timeout leaves room for a slower machine.
 TARGETS_UP_TIMEOUT = 120
+# Healthchecks run every few seconds and mark a container healthy after one success.
+SETTLE_TIMEOUT = 180
 
 
 def prometheus_api(port: int, path: str) -> Any:
@@ -375,6 +377,19 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     `make up` also starts the old primary again, which must rejoin as a replica."""
     port = free_port()
     stack.settings["CF_PROMETHEUS_PORT"] = str(port)
+    # The failover left containers marked unhealthy until their next healthcheck passes
+    # (a worker's ping failed while the primary was gone); `make up` waits for healthy and
+    # fails on unhealthy, so let them settle first (CI saw it fail on a worker).
+    settle = time.monotonic() + SETTLE_TIMEOUT
+    while time.monotonic() < settle:
+        health = [
+            c["State"].get("Health", {}).get("Status")
+            for c in stack.containers()
+            if c["State"]["Status"] == "running"  # the stopped old primary keeps its last
+        ]
+        if "unhealthy" not in health and "starting" not in health:
+            break
+        time.sleep(3)
     started = time.monotonic()
     up = stack.make("up", "MONITORING=1", timeout=900)
     print(f"make up MONITORING=1: {time.monotonic() - started:.0f} s")
