@@ -278,7 +278,11 @@ def test_two_beat_hosts_need_the_beat_lock(tmp_path: Path) -> None:
 
 def test_confirmed_publish_needs_reliable_fetch_and_a_number(tmp_path: Path) -> None:
     base = {"celery_redis_password": GOOD}
-    out = preflight(tmp_path, "celery", {**base, "celery_broker_wait_replicas": 1})
+    out = preflight(
+        tmp_path,
+        "celery",
+        {**base, "celery_broker_wait_replicas": 1, "celery_reliable_fetch": True},
+    )
     assert "celery_broker_wait_replicas is" not in out, out
     out = preflight(
         tmp_path,

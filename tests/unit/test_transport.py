@@ -255,19 +255,16 @@ def _role_env(tmp_path: Any, **variables: object) -> dict[str, str]:
     return envfile.read(path)
 
 
-def test_the_celery_role_ships_reliable_fetch_on(tmp_path: Any) -> None:
+def test_the_celery_role_writes_reliable_fetch_when_asked(tmp_path: Any) -> None:
     env = _role_env(tmp_path)
-    assert env["CELERY_FLEET_RELIABLE_FETCH"] == "true"
-    assert "CELERY_BROKER_WAIT_REPLICAS" not in env  # no inventory here: no replicas known
-    assert load(env)["broker_transport"] == "celery_fleet.transport:Transport"
-    off = _role_env(tmp_path, celery_reliable_fetch=False)
-    assert "broker_transport" not in load(off)
+    assert env["CELERY_FLEET_RELIABLE_FETCH"] == "false"  # opt-in for now
+    assert "broker_transport" not in load(env)
+    on = _role_env(tmp_path, celery_reliable_fetch=True)
+    assert load(on)["broker_transport"] == "celery_fleet.transport:Transport"
+    assert "CELERY_BROKER_WAIT_REPLICAS" not in on
 
 
-def test_confirmed_publish_follows_the_size_of_the_redis_group(tmp_path: Any) -> None:
-    groups = {"redis": ["r1", "r2", "r3"]}
-    env = _role_env(tmp_path, groups=groups)
+def test_the_celery_role_writes_confirmed_publish_when_asked(tmp_path: Any) -> None:
+    env = _role_env(tmp_path, celery_reliable_fetch=True, celery_broker_wait_replicas=1)
     assert env["CELERY_BROKER_WAIT_REPLICAS"] == "1"
     assert load(env)["broker_transport_options"]["wait_replicas"] == 1
-    # One replica: waiting for it would stall every publish while it is down.
-    assert "CELERY_BROKER_WAIT_REPLICAS" not in _role_env(tmp_path, groups={"redis": ["r1", "r2"]})
