@@ -22,6 +22,7 @@ import secrets
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -138,6 +139,36 @@ class Stack:
             if self.service(c) == "worker"
             and c["Config"]["Labels"].get("com.docker.compose.oneoff") != "True"
         }
+
+    def workers_diagnosis(self) -> str:
+        """For a failing test's report: each worker's health log, its log without the task
+        traffic, and where its processes are (py-spy, when installed, from the host)."""
+        quiet = ("] received", "] succeeded in")
+        parts = []
+        for c in self.containers():
+            if self.service(c) != "worker" or c["State"]["Status"] != "running":
+                continue
+            health = c["State"].get("Health", {})
+            checks = [
+                f"{h.get('Start', '')[11:19]} rc={h.get('ExitCode')} {h.get('Output', '')[-300:]}"
+                for h in health.get("Log", [])
+            ]
+            logs = run(["docker", "logs", "--tail", "400", c["Id"]]).stdout
+            kept = [ln for ln in logs.splitlines() if not any(q in ln for q in quiet)]
+            parts.append(
+                f"=== {c['Name']} health={health.get('Status')}\n"
+                + "\n".join(checks)
+                + "\n"
+                + "\n".join(kept[-40:])
+            )
+            spy = Path(sys.executable).with_name("py-spy")
+            pid = int(c["State"]["Pid"])
+            if spy.exists() and pid:
+                tree = run(["ps", "-o", "pid=", "--ppid", str(pid)]).stdout.split()
+                for p in [str(pid), *tree]:
+                    dump = run([str(spy), "dump", "--pid", p], timeout=30)
+                    parts.append(f"--- py-spy {p}\n{dump.stdout[-3000:]}{dump.stderr[-300:]}")
+        return "\n".join(parts)
 
     def passwords(self) -> list[str]:
         found = [p.read_text().split()[0] for p in (self.bundle / "secrets").iterdir()]
@@ -358,6 +389,8 @@ def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
             ln for ln in logs if not ln.endswith(quiet) and not any(q in ln for q in quiet)
         )[-8000:]
     )
+    if not report.get("ok"):
+        diagnosis += "\n" + stack.workers_diagnosis()
     assert report.get("ok"), diagnosis
     assert report["completed"] == LOAD_TASKS, diagnosis
     # No worker had to be restarted by Docker to get there.
@@ -393,7 +426,7 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     started = time.monotonic()
     up = stack.make("up", "MONITORING=1", timeout=900)
     print(f"make up MONITORING=1: {time.monotonic() - started:.0f} s")
-    assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+    assert up.returncode == 0, (up.stdout + up.stderr)[-3000:] + stack.workers_diagnosis()
     services = {stack.service(c): c for c in stack.containers()}
     for name in ("prometheus", "alertmanager", "redis-exporter"):
         c = services[name]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import envs
-from harness.redis_procs import RedisFleet
+from harness.redis_procs import Node, RedisFleet
 
 HERE = Path(__file__).resolve().parent
 KILLS = 5
@@ -33,6 +33,23 @@ def runs(path: Path) -> collections.Counter[str]:
     return collections.Counter(line.split()[1] for line in path.read_text().splitlines())
 
 
+def rejoined(fleet: RedisFleet, old: Node, new: Node) -> bool:
+    """``old`` replicates from ``new``; fails at once if Sentinel promoted ``old`` again."""
+    try:
+        promoted = fleet.primary() is old  # every Sentinel names it
+    except (AssertionError, LookupError):
+        promoted = False
+    if promoted:
+        raise AssertionError(
+            f"Sentinel failed {new!r} over to the restarted {old!r}, whose data is older\n"
+            + fleet.logs(40)
+        )
+    replication = fleet.info(old, "replication")
+    return replication.get("master_port") == new.port and (
+        replication.get("master_link_status") == "up"
+    )
+
+
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("fetch", ["reliable", "kombu"])
 def test_repeated_primary_kills_lose_no_task(
@@ -45,7 +62,11 @@ def test_repeated_primary_kills_lose_no_task(
 ) -> None:
     first = redis_fleet.server("redis-1")
     redis_fleet.server("redis-2", replica_of=first)
-    redis_fleet.sentinels(first, down_after_ms=1000, failover_timeout_ms=3000)
+    # down-after 3 s, not 1 s: Sentinel starts its link to a just-promoted primary from
+    # scratch and flags it down if no PONG comes back within down-after; under the two-lane
+    # CI load 1 s was not enough, and the second failover promoted the restarted old
+    # primary, whose stale data the replica then loaded (seen in CI).
+    redis_fleet.sentinels(first, down_after_ms=3000, failover_timeout_ms=3000)
     env = {
         **envs.sentinel(redis_fleet),
         # Messages held by the worker when a primary dies come back by the visibility
@@ -89,12 +110,14 @@ def test_repeated_primary_kills_lose_no_task(
         redis_fleet.kill(primary)
         new = redis_fleet.wait_for_failover(primary, timeout=30)
         stalls.append(round(time.monotonic() - killed_at, 1))
+        # As systemd's RestartSec would: the old primary comes back once every Sentinel
+        # trusts the new one, never into a failover still settling.
+        redis_fleet.wait_for(
+            lambda n=new: redis_fleet.sentinels_trust(n), f"every Sentinel to trust {new!r}"
+        )
         redis_fleet.restart(primary)
         redis_fleet.wait_for(
-            lambda p=primary, n=new: (
-                redis_fleet.info(p, "replication").get("master_port") == n.port
-                and redis_fleet.info(p, "replication").get("master_link_status") == "up"
-            ),
+            lambda p=primary, n=new: rejoined(redis_fleet, p, n),
             f"{primary!r} to rejoin as a replica",
             # Measured up to 14 s unloaded; CI saw one rejoin take over 40 s under load.
             timeout=90,

@@ -532,6 +532,18 @@ class RedisFleet:
 
         return self.wait_for(promoted, f"a failover away from {old!r}", timeout=timeout)
 
+    def sentinels_trust(self, primary: Node) -> bool:
+        """Every live Sentinel names ``primary`` and flags it plain ``master`` (not
+        subjectively or objectively down, no failover in progress)."""
+        for sentinel in self.sentinel_nodes():
+            master: Any = self._sentinel_client(sentinel).sentinel_master(self.master_name)
+            if (str(master["ip"]), int(master["port"])) != primary.address:
+                return False
+            flags = master["flags"]
+            if (flags if isinstance(flags, set) else set(flags.split(","))) != {"master"}:
+                return False
+        return True
+
     def wait_for(
         self, check: Callable[[], T | None], what: str, timeout: float = START_TIMEOUT
     ) -> T:
