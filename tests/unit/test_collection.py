@@ -36,6 +36,7 @@ ROLES = ["celery", "flower", "pki", "redis", "redis_sentinel"]
 TOP = {
     "CHANGELOG.md",
     "FILES.json",
+    "LICENSE",
     "MANIFEST.json",
     "README.md",
     "docs",
@@ -124,6 +125,18 @@ def test_galaxy_version_follows_pyproject() -> None:
     assert galaxy["version"] == pyproject["project"]["version"]
 
 
+def test_one_license_everywhere() -> None:
+    """The package, the collection and each role say the same license, the one LICENSE holds."""
+    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (license_id,) = galaxy["license"]
+    assert pyproject["project"]["license"] == license_id
+    assert license_id == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    for meta in sorted((ROOT / "roles").glob("*/meta/main.yml")):
+        assert yaml.safe_load(meta.read_text())["galaxy_info"]["license"] == license_id, meta
+
+
 def test_the_tarball_holds_roles_templates_and_nothing_private(built: tuple[Path, Path]) -> None:
     tarball, _ = built
     with tarfile.open(tarball) as archive:
@@ -138,6 +151,7 @@ def test_the_tarball_holds_roles_templates_and_nothing_private(built: tuple[Path
         "templates/celery.env.j2",
         "systemd/celery-worker@.service.j2",
         "examples/demo_app/app.py",
+        "LICENSE",
         *[f"roles/{role}/tasks/main.yml" for role in ROLES],
         *[f"roles/{role}/meta/argument_specs.yml" for role in ROLES],
     ]:
