@@ -11,15 +11,18 @@ import time
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 
+from celery_fleet.deadletter.capture import REQUEUED_FROM
+
 app = Celery("deadletter_app")
 app.config_from_object("celery_fleet.celeryconfig")
 
 
-def _runs(path: str) -> int:
-    """Append a line to ``path``; the number of runs so far, this one included."""
+def _runs(path: str, note: str = "") -> int:
+    """Append a line (``run``, or ``run <note>``) to ``path``; the number of runs so far,
+    this one included."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, b"run\n")
+        os.write(fd, f"run {note}".rstrip().encode() + b"\n")
     finally:
         os.close(fd)
     with open(path, encoding="utf-8") as runs:
@@ -46,8 +49,9 @@ def fails_once(self: object, path: str) -> str:
 
 @app.task(name="dl.fails_until", bind=True)
 def fails_until(self: object, path: str, allowed: str) -> str:
-    """Raises while the file ``allowed`` does not exist (no retries): dead until fixed."""
-    _runs(path)
+    """Raises while the file ``allowed`` does not exist (no retries): dead until fixed. A
+    requeued run writes the id it was requeued from (the header) into ``path``."""
+    _runs(path, getattr(self.request, REQUEUED_FROM, None) or "")
     if not os.path.exists(allowed):
         raise Boom("not allowed yet")
     return "ok"

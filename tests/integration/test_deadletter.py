@@ -9,21 +9,25 @@ deletes and requeues.
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import logging
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from celery.signals import before_task_publish
 
 from celery_fleet.deadletter import Config, Entry, store, writer
+from celery_fleet.deadletter.operator import PASSWORD_VAR, USERNAME_VAR, Operator
+from celery_fleet.deadletter.requeue import requeue
 from harness import envs
 from harness.redis_procs import APP_USER, DEADLETTER_USER, HOST, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker, Worker
@@ -55,13 +59,18 @@ class Deployment:
         return list(store.iterate(self.admin(), KEY))
 
     def wait_for_entries(self, count: int, timeout: float = 30.0) -> list[Entry]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.entries()
-            if len(found) >= count:
-                return found
-            time.sleep(0.2)
-        raise AssertionError(f"{count} dead letters expected, found {self.entries()}")
+        return wait_for_entries(self.admin(), count, timeout)
+
+
+def wait_for_entries(client: redis.Redis, count: int, timeout: float = 30.0) -> list[Entry]:
+    """At least ``count`` entries in the stream, read with ``client`` (an admin's)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(store.iterate(client, KEY))
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{count} dead letters expected, found {list(store.iterate(client, KEY))}")
 
 
 @pytest.fixture
@@ -432,3 +441,133 @@ def test_a_task_that_dies_during_a_failover_is_kept_on_the_new_primary(
     # run before task_failure, so part of the failover is over when the XADD starts.
     waited = int(entry.entry_id.split("-")[0]) / 1000 - entry.failed_at
     record_property("dead letter written after task_failure (s)", round(waited, 2))
+
+
+def _runs_of(values: Iterable[str]) -> str:
+    """``a x2, b x3, a x1``: consecutive equal values counted."""
+    return ", ".join(f"{value} x{len(list(group))}" for value, group in itertools.groupby(values))
+
+
+@pytest.mark.timeout(120)
+def test_a_requeue_during_a_failover_sends_each_task_again_or_keeps_its_entry(
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Entries are requeued one at a time on one operator connection, through what
+    ``requeue ID`` runs (``Operator``, ``requeue()``); the primary is SIGKILLed inside one
+    publish and the rest are requeued while the Sentinels fail over, and after. Then every
+    entry has either its task run again (the run names the task it was requeued from) or
+    is still in the stream on the new primary; never neither.
+
+    Why this fails if requeue deleted the entry before publishing: the kill comes from
+    Celery's ``before_task_publish`` in the KILL_AT-th requeue, i.e. after that requeue's
+    reads and before its LPUSH, and only once the replica has every write so far. In
+    today's order that requeue has written nothing yet; its publish fails (the retry policy
+    below is shorter than the failover) and the entry survives on the replica. Were the
+    XDEL first, the replica (the new primary) would have the XDEL and no task: its counter
+    would show one run, its entry would be gone, and the ``lost`` assertion fails. The
+    test asserts that this requeue did fail, so that case is exercised every run.
+    """
+    entries, kill_at = 30, 8
+    primary = redis_fleet.server("redis-1")
+    replica = redis_fleet.server("redis-2", replica_of=primary)
+    # 3 s: with 1 s, CI load made the Sentinels flag the new primary too (a second failover).
+    redis_fleet.sentinels(primary, down_after_ms=3000)
+    env = envs.sentinel(redis_fleet)
+    start_worker(env, app="deadletter_app", pythonpath=[INTEGRATION])
+    app = celery_client(env)
+    allowed = tmp_path / "allowed"
+    counters: dict[str, Path] = {}
+    for i in range(entries):
+        counter = tmp_path / f"runs-{i}"
+        counters[app.send_task("dl.fails_until", args=[str(counter), str(allowed)]).id] = counter
+    dead = wait_for_entries(redis_fleet.client(primary), entries)
+    assert sorted(e.task_id for e in dead) == sorted(counters)
+    allowed.touch()  # the cause fixed: a requeued run succeeds
+
+    operator = Operator(
+        {**env, USERNAME_VAR: DEADLETTER_USER, PASSWORD_VAR: redis_fleet.secrets.deadletter}
+    )
+    # Celery's default retry policy (about 0.6 s), not celery_fleet's (about 19 s, which
+    # outlasts this failover): a failover longer than the operator's retries, without a
+    # test that waits that long. The publish the kill cuts must fail for good.
+    operator.app.conf.task_publish_retry_policy = {
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    }
+    publishes = 0
+    current: list[Entry] = []  # the entry being requeued
+    cut: list[Entry] = []  # the one whose publish the kill cut
+
+    def kill_in_a_publish(**_: Any) -> None:
+        nonlocal publishes
+        publishes += 1
+        if publishes != kill_at:
+            return
+        target = redis_fleet.info(primary, "replication")["master_repl_offset"]
+        redis_fleet.wait_for(
+            lambda: redis_fleet.info(replica, "replication").get("slave_repl_offset", -1) >= target,
+            "the replica to have every write so far",
+        )
+        redis_fleet.kill(primary)
+        cut.append(current[-1])
+
+    outcome: dict[str, str] = {}
+    timeline: list[str] = []  # printed: shown if the test fails
+    started = time.monotonic()
+    before_task_publish.connect(kill_in_a_publish, weak=False)
+    try:
+        with operator.connection() as conn:
+            conn.ensure_connection(max_retries=3)
+            for item in dead:
+                current.append(item)
+                took = time.monotonic()
+                try:
+                    done, problems = requeue(
+                        operator.app, conn, operator.key, entry_ids=[item.entry_id]
+                    )
+                    outcome[item.entry_id] = "requeued" if done else "; ".join(problems)
+                except Exception as exc:  # the CLI reports these and exits 2
+                    outcome[item.entry_id] = type(exc).__name__
+                timeline.append(
+                    f"{item.entry_id} {outcome[item.entry_id]} at {took - started:.2f} s "
+                    f"({time.monotonic() - took:.2f} s)"
+                )
+    finally:
+        before_task_publish.disconnect(kill_in_a_publish)
+        operator.close()
+        print("\n".join(timeline))
+    new = redis_fleet.wait_for_failover(primary)
+    assert new is replica
+    left = {e.entry_id for e in store.iterate(redis_fleet.client(new), KEY)}
+
+    def requeued_runs(item: Entry) -> list[str]:
+        return counters[item.task_id].read_text().splitlines()[1:]  # the first made the entry
+
+    # Every task whose entry is gone must run, from the new primary's queue.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(requeued_runs(e) for e in dead if e.entry_id not in left):
+            break
+        time.sleep(0.2)
+    lost: list[tuple[str, str]] = []
+    duplicates: list[tuple[str, str, int]] = []
+    for item in dead:
+        runs_again = requeued_runs(item)
+        assert set(runs_again) <= {f"run {item.task_id}"}, (item, runs_again)
+        if not runs_again and item.entry_id not in left:
+            lost.append((item.entry_id, outcome[item.entry_id]))
+        if len(runs_again) + (item.entry_id in left) > 1:
+            duplicates.append((item.entry_id, outcome[item.entry_id], len(runs_again)))
+    assert not lost, f"entry gone and task never ran: {lost}"
+    (kill,) = cut
+    assert outcome[kill.entry_id] != "requeued", outcome[kill.entry_id]
+    assert kill.entry_id in left
+    record_property("requeue outcomes, in order", _runs_of(outcome[e.entry_id] for e in dead))
+    record_property("entries left on the new primary", len(left))
+    record_property("duplicates (entry kept and task ran, or ran twice)", duplicates)
