@@ -147,6 +147,7 @@ def test_the_tarball_holds_roles_templates_and_nothing_private(built: tuple[Path
     for needed in [
         "meta/runtime.yml",
         "plugins/filter/fleet.py",
+        "plugins/filter/monitoring.py",
         "templates/redis.conf.j2",
         "templates/celery.env.j2",
         "systemd/celery-worker@.service.j2",

@@ -1,0 +1,63 @@
+"""The command lines of role monitoring's daemons, written once.
+
+``celery_fleet.fleet.redis_exporter_argv(targets, tls_dir=, queues=, broker_db=,
+deadletter_key=, beat_key_pattern=, listen="")``: the Redis exporter's arguments (its TLS
+files, the queues, the dead-letter stream and beat's keys it reads).
+``celery_fleet.fleet.prometheus_argv(retention_days, config_file="", listen="")``:
+Prometheus' arguments.
+
+Role monitoring joins them into the ``ARGS`` of the Debian packages' ``/etc/default`` files
+(roles/monitoring/tasks/install.yml); the local stack writes them one per line into
+``config/monitoring/*.args`` (playbooks/local.yml), which compose/bin/monitoring-start passes
+after the container's own listen address, config and storage paths. So the stack's exporter
+reads the same keys, streams and TLS files the servers' does.
+
+``listen`` and ``config_file`` are optional: "" leaves the argument out (the container sets
+it itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def redis_exporter_argv(
+    targets: Sequence[str],
+    *,
+    tls_dir: str,
+    queues: Sequence[str],
+    broker_db: Any,
+    deadletter_key: str,
+    beat_key_pattern: str,
+    listen: str = "",
+) -> list[str]:
+    """``targets``: the data nodes ("address:port"); the first is the exporter's own
+    ``-redis.addr``, every node is scraped through ``/scrape?target=`` (prometheus.yml)."""
+    if not targets:
+        raise ValueError("redis_exporter_argv: no Redis target (monitoring_redis_targets is empty)")
+    db = f"db{broker_db}"
+    argv = [f"-web.listen-address={listen}"] if listen else []
+    argv += [
+        f"-redis.addr=rediss://{targets[0]}",
+        f"-tls-ca-cert-file={tls_dir}/ca.pem",
+        f"-tls-client-cert-file={tls_dir}/client.pem",
+        f"-tls-client-key-file={tls_dir}/client.key",
+        "-check-single-keys=" + ",".join(f"{db}={queue}" for queue in queues),
+        f"-check-single-streams={db}={deadletter_key}",
+        f"-count-keys={db}={beat_key_pattern}",
+    ]
+    return argv
+
+
+def prometheus_argv(retention_days: Any, config_file: str = "", listen: str = "") -> list[str]:
+    argv = [f"--config.file={config_file}"] if config_file else []
+    if listen:
+        argv.append(f"--web.listen-address={listen}")
+    argv.append(f"--storage.tsdb.retention.time={retention_days}d")
+    return argv
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"redis_exporter_argv": redis_exporter_argv, "prometheus_argv": prometheus_argv}
