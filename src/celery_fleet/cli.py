@@ -98,7 +98,7 @@ def _add_dead_letters(sub: Any) -> None:
         description="The dead-letter stream (docs/deadletters.md). Connects as "
         "CELERY_FLEET_DEAD_LETTER_USERNAME/_PASSWORD (the operator user), with the rest "
         "of the app's settings. Exit 0 done, 1 some entries not found or not requeued, "
-        "2 cannot run.",
+        "2 cannot run, or a requeue stopped by an error (it says what was requeued before).",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

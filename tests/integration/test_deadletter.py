@@ -528,11 +528,14 @@ def test_a_requeue_during_a_failover_sends_each_task_again_or_keeps_its_entry(
                 current.append(item)
                 took = time.monotonic()
                 try:
-                    done, problems = requeue(
-                        operator.app, conn, operator.key, entry_ids=[item.entry_id]
-                    )
-                    outcome[item.entry_id] = "requeued" if done else "; ".join(problems)
-                except Exception as exc:  # the CLI reports these and exits 2
+                    batch = requeue(operator.app, conn, operator.key, entry_ids=[item.entry_id])
+                    if batch.requeued:
+                        outcome[item.entry_id] = "requeued"
+                    elif batch.stopped:  # the CLI prints where it stopped and exits 2
+                        outcome[item.entry_id] = batch.stopped.error.partition(":")[0]
+                    else:
+                        outcome[item.entry_id] = "; ".join(batch.problems)
+                except Exception as exc:  # reading the entry failed; the CLI exits 2
                     outcome[item.entry_id] = type(exc).__name__
                 timeline.append(
                     f"{item.entry_id} {outcome[item.entry_id]} at {took - started:.2f} s "

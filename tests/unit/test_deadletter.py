@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import jinja2
 import pytest
+import redis
 import yaml
+from kombu.exceptions import OperationalError
 
 from celery_fleet import cli
 from celery_fleet.deadletter import Config, Entry
@@ -181,3 +185,195 @@ def test_install_takes_an_app_configured_another_way(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CELERY_FLEET_DEAD_LETTER_MAXLEN", "lots")
     with pytest.raises(SettingsError, match="CELERY_FLEET_DEAD_LETTER_MAXLEN"):
         celery_fleet.install(app)
+
+
+class FakeStream:
+    """The two stream commands requeue makes (XRANGE, XDEL) on one key, in memory;
+    ``xdel`` raises ``fail_delete`` on its call number ``fail_delete_at`` (from 0)."""
+
+    def __init__(self, rows: dict[str, dict[str, str]]) -> None:
+        self.rows = dict(rows)
+        self.deletes = 0
+        self.fail_delete_at: int | None = None
+
+    @staticmethod
+    def _at(entry_id: str) -> tuple[int, int]:
+        ms, _, seq = entry_id.partition("-")
+        return int(ms), int(seq or 0)
+
+    def xrange(
+        self, key: str, min: str = "-", max: str = "+", count: int | None = None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        ids = sorted(self.rows, key=self._at)
+        if min.startswith("("):
+            ids = [i for i in ids if self._at(i) > self._at(min[1:])]
+        elif min != "-":
+            ids = [i for i in ids if self._at(i) >= self._at(min)]
+        if max != "+":
+            ids = [i for i in ids if self._at(i) <= self._at(max)]
+        found = [
+            (i.encode(), {k.encode(): v.encode() for k, v in self.rows[i].items()}) for i in ids
+        ]
+        return found[:count] if count else found
+
+    def xdel(self, key: str, *ids: str) -> int:
+        self.deletes += 1
+        if self.deletes - 1 == self.fail_delete_at:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return sum(self.rows.pop(i, None) is not None for i in ids)
+
+
+class FakeApp:
+    """send_task as Celery's, which raises OperationalError once its publish retries are
+    spent; the publish number ``fail_at`` (from 0) fails so."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
+        self.sent: list[tuple[str, list[object], str, object]] = []
+        self.attempts = 0
+        self.amqp = SimpleNamespace(Producer=lambda connection: contextlib.nullcontext(object()))
+
+    def send_task(
+        self, name: str, *, args: list[object], task_id: str, producer: object, **_: object
+    ) -> None:
+        self.attempts += 1
+        if self.attempts - 1 == self.fail_at:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.sent.append((name, args, task_id, producer))
+
+
+class FakeConnection:
+    def __init__(self, stream: FakeStream) -> None:
+        self.default_channel = SimpleNamespace(client=stream)
+
+    def __enter__(self) -> FakeConnection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def ensure_connection(self, **_: object) -> FakeConnection:
+        return self
+
+
+def _dead(count: int) -> dict[str, dict[str, str]]:
+    return {
+        f"{i + 1}-0": Entry(
+            reason="failed", task_id=f"t{i}", name="proj.charge", args=f"[{i}]", kwargs="{}"
+        ).to_fields()
+        for i in range(count)
+    }
+
+
+def _requeue_cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    app: FakeApp,
+    stream: FakeStream,
+    *args: str,
+) -> tuple[int, str]:
+    from celery_fleet.deadletter import commands
+
+    operator = SimpleNamespace(
+        app=app,
+        key="celery-fleet:dead-letters",
+        connection=lambda: FakeConnection(stream),
+        close=lambda: None,
+    )
+    monkeypatch.setattr(commands, "Operator", lambda env: operator)
+    status = cli.main(["dead-letters", "requeue", *args])
+    return status, capsys.readouterr().out
+
+
+def test_a_broker_error_mid_requeue_stops_and_says_what_was_requeued_and_kept(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream, app = FakeStream(_dead(6)), FakeApp(fail_at=2)
+    status, out = _requeue_cli(monkeypatch, capsys, app, stream, "--all", "--json")
+    assert status == 2
+    report = json.loads(out)
+    assert [r["entry_id"] for r in report["requeued"]] == ["1-0", "2-0"]
+    assert [r["new_task_id"] for r in report["requeued"]] == [s[2] for s in app.sent]
+    assert report["problems"] == []
+    stopped = report["stopped"]
+    assert stopped["entry_id"] == "3-0"
+    assert stopped["error"].startswith("OperationalError: Error 111 connecting")
+    assert stopped["not_tried"] == ["4-0", "5-0", "6-0"]
+    assert stopped["sent_as"] == ""
+    assert app.attempts == 3  # stopped: nothing more sent to a failing broker
+    assert sorted(stream.rows) == ["3-0", "4-0", "5-0", "6-0"]  # deleted only once sent
+    assert len({id(s[3]) for s in app.sent}) == 1  # one producer for the batch
+
+    stream, app = FakeStream(_dead(6)), FakeApp(fail_at=2)
+    status, out = _requeue_cli(monkeypatch, capsys, app, stream, "--all")
+    assert status == 2
+    lines = out.splitlines()
+    assert lines[0].startswith("requeued 1-0: proj.charge[t0] -> ")
+    assert lines[1].startswith("requeued 2-0: proj.charge[t1] -> ")
+    assert lines[2] == (
+        "stopped at 3-0: OperationalError: Error 111 connecting to 127.0.0.1:6379. "
+        "Connection refused."
+    )
+    assert lines[3] == "3-0: not requeued (its publish failed)"
+    assert lines[4] == (
+        "it and the 3 entries after it (not tried) are still in the stream: "
+        "requeue again once the error is gone"
+    )
+    assert lines[5] == "2 requeued, 0 not, stopped with 4 kept"
+
+
+def test_a_delete_that_fails_after_the_publish_says_the_task_was_sent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream, app = FakeStream(_dead(3)), FakeApp()
+    stream.fail_delete_at = 1
+    status, out = _requeue_cli(monkeypatch, capsys, app, stream, "2-0", "1-0", "3-0", "--json")
+    assert status == 2
+    report = json.loads(out)
+    assert [r["entry_id"] for r in report["requeued"]] == ["2-0"]
+    stopped = report["stopped"]
+    assert (stopped["entry_id"], stopped["not_tried"]) == ("1-0", ["3-0"])
+    assert stopped["sent_as"] == app.sent[1][2]
+    assert stopped["error"] == "ConnectionError: Connection closed by server."
+    assert sorted(stream.rows) == ["1-0", "3-0"]
+
+    stream, app = FakeStream(_dead(3)), FakeApp()
+    stream.fail_delete_at = 1
+    status, out = _requeue_cli(monkeypatch, capsys, app, stream, "2-0", "1-0", "3-0")
+    assert status == 2
+    assert out.splitlines()[1:] == [
+        "stopped at 1-0: ConnectionError: Connection closed by server.",
+        f"1-0: sent again as {app.sent[1][2]}, but its entry could not be deleted: "
+        "do not requeue it again (the task would run twice)",
+        "the 1 entry after it (not tried) is still in the stream: "
+        "requeue again once the error is gone",
+        "1 requeued, 0 not, stopped with 2 kept",
+    ]
+
+
+def test_a_requeue_without_errors_reports_no_stop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream, app = FakeStream(_dead(2)), FakeApp()
+    status, out = _requeue_cli(monkeypatch, capsys, app, stream, "2-0", "9-9", "--json")
+    assert status == 1
+    report = json.loads(out)
+    assert [r["entry_id"] for r in report["requeued"]] == ["2-0"]
+    assert report["problems"] == ["9-9: no such entry"]
+    assert report["stopped"] is None
+    assert sorted(stream.rows) == ["1-0"]
+
+
+def test_the_operator_app_keeps_no_results_and_sends_no_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery_fleet.deadletter.operator import Operator
+
+    # A worker container's environment: Celery prefers this over its configuration.
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/1")
+    operator = Operator({"CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
+    try:
+        assert type(operator.app.backend).__name__ == "DisabledBackend"
+        assert operator.app.conf.task_send_sent_event is False
+    finally:
+        operator.close()

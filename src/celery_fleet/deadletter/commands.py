@@ -95,9 +95,11 @@ def _dump(value: Any, out: TextIO) -> None:
 
 
 def run(
-    action: str, env: Mapping[str, str], options: Mapping[str, Any], out: TextIO = sys.stdout
+    action: str, env: Mapping[str, str], options: Mapping[str, Any], out: TextIO | None = None
 ) -> int:
-    """Run one action against the deployment ``env`` describes; the exit status."""
+    """Run one action against the deployment ``env`` describes; the exit status. Output
+    goes to ``out``, by default the ``sys.stdout`` of the moment."""
+    out = sys.stdout if out is None else out
     operator = Operator(env)
     try:
         with operator.connection() as conn:
@@ -131,18 +133,52 @@ def _show(op: Operator, conn: Any, client: Any, o: Mapping[str, Any], out: TextI
 
 
 def _requeue(op: Operator, conn: Any, client: Any, o: Mapping[str, Any], out: TextIO) -> int:
-    done, problems = requeueing.requeue(
+    batch = requeueing.requeue(
         op.app, conn, op.key, entry_ids=o.get("ids") or (), every=o["all"], name=o.get("name")
     )
+    stopped = batch.stopped
     if o["json"]:
-        _dump({"requeued": [asdict(r) for r in done], "problems": problems}, out)
+        _dump(
+            {
+                "requeued": [asdict(r) for r in batch.requeued],
+                "problems": batch.problems,
+                "stopped": asdict(stopped) if stopped else None,
+            },
+            out,
+        )
     else:
-        for r in done:
+        for r in batch.requeued:
             out.write(f"requeued {r.entry_id}: {r.name}[{r.old_task_id}] -> {r.new_task_id}\n")
-        for problem in problems:
+        for problem in batch.problems:
             out.write(f"not requeued: {problem}\n")
-        out.write(f"{len(done)} requeued, {len(problems)} not\n")
-    return EXIT_PROBLEMS if problems else EXIT_OK
+        if stopped:
+            out.write(stopped_text(stopped) + "\n")
+        summary = f"{len(batch.requeued)} requeued, {len(batch.problems)} not"
+        if stopped:
+            summary += f", stopped with {1 + len(stopped.not_tried)} kept"
+        out.write(summary + "\n")
+    if stopped:
+        return EXIT_CANNOT
+    return EXIT_PROBLEMS if batch.problems else EXIT_OK
+
+
+def stopped_text(stopped: requeueing.Stopped) -> str:
+    """Where a requeue stopped, why, and what that left, for a person."""
+    lines = [f"stopped at {stopped.entry_id}: {stopped.error}"]
+    rest = len(stopped.not_tried)
+    after = f"the {rest} {'entry' if rest == 1 else 'entries'} after it (not tried)"
+    if stopped.sent_as:
+        lines.append(
+            f"{stopped.entry_id}: sent again as {stopped.sent_as}, but its entry could not be "
+            "deleted: do not requeue it again (the task would run twice)"
+        )
+        kept = f"{after} {'is' if rest == 1 else 'are'}" if rest else ""
+    else:
+        lines.append(f"{stopped.entry_id}: not requeued (its publish failed)")
+        kept = f"it and {after} are" if rest else "it is"
+    if kept:
+        lines.append(f"{kept} still in the stream: requeue again once the error is gone")
+    return "\n".join(lines)
 
 
 def _purge(op: Operator, conn: Any, client: Any, o: Mapping[str, Any], out: TextIO) -> int:

@@ -36,10 +36,22 @@ class Operator:
             url.username, url.password = user, password
         self.broker_url = url.render()
         self.user = url.username or "default"
-        # Requeue needs no results: no backend connection (and none of its credentials).
+        # Requeue needs no results: no backend connection (and none of its credentials),
+        # and no result subscription per requeued task (the Redis backend's on_task_call
+        # subscribes to each task it sends). backend_cls, not only the setting: Celery
+        # takes CELERY_RESULT_BACKEND from the process environment over its configuration
+        # (a worker container's environment has it).
         settings["result_backend"] = None
+        settings.pop("result_compression", None)  # else the disabled backend warns of it
+        # No "task-sent" event per requeued task. Celery would publish it on the
+        # producer's connection, but the operator user may not PUBLISH (its ACL has no
+        # channels, role redis: redis_deadletter_acl_rules): Kombu took each refusal for a
+        # lost connection and reconnected (through Sentinel and TLS, about 8 new
+        # connections a task), and Celery's dispatcher then dropped the event unsent.
+        settings["task_send_sent_event"] = False
         settings["broker_url"] = self.broker_url
         self.app = Celery("celery-fleet-dead-letters", set_as_current=False)
+        self.app.backend_cls = "disabled"
         self.app.conf.update(settings)
         self.key = stream_key(self.config.key, settings.get("broker_transport_options"))
 
