@@ -4,7 +4,6 @@ same filters (plugins/filter/monitoring.py), rendered here from the real tasks."
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import render
+from harness import modules, render
 
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = REPO / "plugins" / "filter" / "monitoring.py"
@@ -29,12 +28,7 @@ EXPORTER = {
 
 
 def _filters() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("monitoring_filters", FILTERS)
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return modules.load(FILTERS)
 
 
 def test_the_exporter_arguments() -> None:

@@ -10,7 +10,6 @@ which .ci/bootstrap.sh installs; without them these tests fail, they are not ski
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import modules
 from harness.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,11 +197,7 @@ def test_each_case_catches_a_broken_rule(tmp_path: Path, mutant: str, expr: str)
 def test_role_page_is_not_stale() -> None:
     """docs/roles/monitoring.md carries the inputs table role_docs writes from the specs
     (tools/role_docs.py does not list the role yet, so `make docs` does not cover it)."""
-    spec = importlib.util.spec_from_file_location("role_docs", ROOT / "tools" / "role_docs.py")
-    assert spec is not None
-    assert spec.loader is not None
-    role_docs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(role_docs)
+    role_docs = modules.load(ROOT / "tools" / "role_docs.py")
     path = ROOT / "docs" / "roles" / "monitoring.md"
     page = path.read_text()
     assert role_docs.render(page, role_docs.table("monitoring"), path) == page, (

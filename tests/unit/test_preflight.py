@@ -5,7 +5,6 @@ printing the value."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness import modules
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "Xk3-f9Qz_2LmPa7wR0tY"
@@ -52,12 +53,7 @@ FILTER = ROOT / "plugins" / "filter" / "fleet.py"
 
 
 def _filter() -> Any:
-    spec = importlib.util.spec_from_file_location("fleet_filters", FILTER)
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.fleet_password_problem
+    return modules.load(FILTER).fleet_password_problem
 
 
 @pytest.mark.parametrize("kind", sorted(WEAK))

@@ -3,7 +3,6 @@ meta/argument_specs.yml: a spec changed without `make docs` fails here."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,16 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import modules
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("role_docs", ROOT / "tools" / "role_docs.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return modules.load(ROOT / "tools" / "role_docs.py")
 
 
 role_docs = _tool()
