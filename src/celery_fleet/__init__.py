@@ -16,14 +16,15 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
 
     - the publish-time ETA guard (``guards``), with the app's visibility timeout;
     - beat's liveness key (``beat``);
-    - the failover guards around Kombu (``patches``);
+    - the failover guards around Kombu (``patches``) and the bounded Pub/Sub read
+      (``fanout``);
     - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false);
     - JSON log lines from workers and beat (``logs``; Celery's text with
       CELERY_FLEET_LOG_FORMAT=text);
     - with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across a
       failover's switch to the next broker URL (``transport.install``).
     """
-    from . import beat, deadletter, guards, logs, patches
+    from . import beat, deadletter, fanout, guards, logs, patches
     from .settings import log_format
 
     if settings is None:
@@ -31,6 +32,7 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     guards.install(settings)
     beat.install()
     patches.guard_restore_unacked()
+    fanout.guard_fanout_read()
     deadletter.install()
     logs.install(log_format())
     if str(settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
