@@ -1,0 +1,202 @@
+"""A clean stop of the primary (SIGTERM, as ``docker stop`` or systemd send) under a steady
+stream of tasks: every task runs, and every worker still answers a ping afterwards
+(issue 12). Redis 7 on SIGTERM pauses writes, waits up to ``shutdown-timeout`` for its
+replicas to catch up, then exits and closes its clients; Sentinel then fails over.
+
+A primary and one replica behind three Sentinels, two workers (prefork, concurrency 2),
+a producer at a steady pace that outlasts the failover. "Ran" is counted in a file the
+task writes, outside Redis.
+
+Before the Pub/Sub guard in celery_fleet.patches, a worker hung here in about half the runs,
+with either transport: its main thread blocked for good in ``PubSub.parse_response`` on a
+connection that redis-py had reconnected to the new primary without subscribing again. A
+silent worker's report carries its py-spy stacks (with locals), its sockets and the
+primary's CLIENT LIST, which is how that was found.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import envs
+from harness.redis_procs import RedisFleet
+from harness.worker import Worker
+
+HERE = Path(__file__).resolve().parent
+TASKS = 300
+PACE = 0.05  # s between publishes: about 15 s of stream, the stop comes after 3 s
+STOP_AFTER = 3.0
+VISIBILITY = 12  # s; CELERY_VISIBILITY_TIMEOUT
+RESTORE_INTERVAL = 2  # s; unacked_restore_interval
+# A message a worker held when the primary went away comes back once its visibility
+# timeout has run out, at the next sweep; twice that, plus a margin for a loaded machine.
+ALL_RAN_WITHIN = 2 * (VISIBILITY + RESTORE_INTERVAL) + 10
+PING_WITHIN = 30.0  # s after the failover; a worker reconnects in a few seconds
+FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
+
+
+def runs(path: Path) -> collections.Counter[str]:
+    if not path.exists():
+        return collections.Counter()
+    return collections.Counter(line.split()[1] for line in path.read_text().splitlines())
+
+
+def stacks(worker: Worker, fleet: RedisFleet) -> str:
+    """Where a silent worker is: py-spy dumps of it (with locals: which connection) and
+    its pool children, and its TCP sockets next to the fleet's ports."""
+    assert worker.proc is not None
+    pids = [worker.proc.pid]
+    try:
+        children = Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text()
+        pids += [int(p) for p in children.split()]
+    except OSError:
+        pass
+    parts = [
+        "--- fleet: "
+        + ", ".join(f"{n.name}={n.port}{'' if n.alive else ' (down)'}" for n in fleet.nodes)
+    ]
+    sockets = subprocess.run(
+        ["ss", "-tanpi"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.splitlines()
+    parts.append(
+        f"--- sockets of {worker.proc.pid}\n"
+        + "\n".join(line for line in sockets if f"pid={worker.proc.pid}," in line)
+    )
+    for node in fleet.nodes:
+        if node.kind == "redis" and node.alive:
+            try:
+                clients = fleet.client(node).execute_command("CLIENT", "LIST")
+            except Exception as exc:  # the report must not fail the report
+                clients = repr(exc)
+            parts.append(f"--- clients of {node!r}\n{clients}")
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return "\n".join([*parts, "(py-spy not installed)"])
+    for pid in pids:
+        extra = ["--locals"] if pid == worker.proc.pid else []
+        dump = subprocess.run(
+            [str(spy), "dump", "--pid", str(pid), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        parts.append(f"--- py-spy {pid}\n{dump.stdout}{dump.stderr[-300:]}")
+    return "\n".join(parts)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fetch", ["kombu", "reliable"])
+def test_graceful_primary_stop_loses_no_task_and_workers_answer(
+    redis_fleet: RedisFleet,
+    start_worker,
+    celery_client,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    fetch: str,
+) -> None:
+    first = redis_fleet.server("redis-1")
+    redis_fleet.server("redis-2", replica_of=first)
+    redis_fleet.sentinels(first, down_after_ms=3000, failover_timeout_ms=3000)
+    env = {
+        **envs.sentinel(redis_fleet),
+        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY),
+        "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+        "CELERY_TASK_TIME_LIMIT": "8",
+        "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps(
+            {
+                "unacked_restore_interval": RESTORE_INTERVAL,
+                "unacked_restore_throttle": 1,
+                "inflight_timeout": 5,
+            }
+        ),
+        **FETCH[fetch],
+    }
+    marks = tmp_path / "marks"
+    workers = [
+        start_worker(env, app="faults_app", pythonpath=[HERE], concurrency=2) for _ in range(2)
+    ]
+    client = celery_client(env)
+
+    published: list[str] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(TASKS):
+            token = f"t{i}"
+            try:
+                client.send_task("faults.mark", args=(token, str(marks)))
+            except Exception as exc:  # a publish that failed for good was never sent
+                errors.append(f"{token}: {exc!r}")
+            else:
+                published.append(token)
+            time.sleep(PACE)
+        done.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    started = time.monotonic()
+    producer.start()
+    time.sleep(STOP_AFTER)
+    assert runs(marks), "no task ran before the stop"
+    primary = redis_fleet.primary()
+    stopped_at = time.monotonic()
+    redis_fleet.stop(primary)  # SIGTERM; returns once the process has exited
+    exited = time.monotonic() - stopped_at
+    redis_fleet.wait_for_failover(primary, timeout=30)
+    failover = time.monotonic() - stopped_at
+    assert done.wait(timeout=120), "the producer did not finish"
+    produced_at = time.monotonic()
+
+    counts = runs(marks)
+    deadline = produced_at + ALL_RAN_WITHIN
+    while time.monotonic() < deadline:
+        counts = runs(marks)
+        if all(counts[t] for t in published):
+            break
+        time.sleep(0.5)
+    all_ran = time.monotonic() - produced_at
+    lost = [t for t in published if counts[t] == 0]
+
+    silent = []
+    for worker in workers:
+        ping_deadline = time.monotonic() + PING_WITHIN
+        while True:
+            replies = client.control.ping(destination=[worker.nodename], timeout=2.0)
+            if replies:
+                break
+            if time.monotonic() > ping_deadline:
+                silent.append(worker)
+                break
+    report = "".join(
+        f"\n--- worker {w.nodename} does not answer ping\n{w.log_tail(15)}\n"
+        + stacks(w, redis_fleet)
+        for w in silent
+    )
+
+    record_property(f"{fetch}: seconds from SIGTERM to exit", round(exited, 1))
+    record_property(f"{fetch}: seconds from SIGTERM to new primary", round(failover, 1))
+    record_property(f"{fetch}: tasks published", len(published))
+    record_property(f"{fetch}: publishes that failed", len(errors))
+    record_property(f"{fetch}: lost", len(lost))
+    record_property(f"{fetch}: ran more than once", sum(1 for t in published if counts[t] > 1))
+    record_property(f"{fetch}: seconds from last publish to all ran", round(all_ran, 1))
+    record_property(f"{fetch}: test seconds", round(time.monotonic() - started))
+    for worker in workers:
+        assert worker.proc is not None
+        assert worker.proc.poll() is None, worker.log_tail()
+    assert not silent, report
+    assert len(published) >= TASKS - 10, errors[:5]
+    assert not lost, (
+        f"{len(lost)} of {len(published)} tasks never ran within {ALL_RAN_WITHIN} s "
+        f"of the last publish: {lost[:10]}"
+    )
