@@ -16,16 +16,15 @@ primary's CLIENT LIST, which is how that was found.
 
 from __future__ import annotations
 
-import collections
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from steady import Producer, runs
 
 from harness import envs
 from harness.redis_procs import RedisFleet
@@ -42,12 +41,6 @@ RESTORE_INTERVAL = 2  # s; unacked_restore_interval
 ALL_RAN_WITHIN = 2 * (VISIBILITY + RESTORE_INTERVAL) + 10
 PING_WITHIN = 30.0  # s after the failover; a worker reconnects in a few seconds
 FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
-
-
-def runs(path: Path) -> collections.Counter[str]:
-    if not path.exists():
-        return collections.Counter()
-    return collections.Counter(line.split()[1] for line in path.read_text().splitlines())
 
 
 def stacks(worker: Worker, fleet: RedisFleet) -> str:
@@ -127,25 +120,8 @@ def test_graceful_primary_stop_loses_no_task_and_workers_answer(
     ]
     client = celery_client(env)
 
-    published: list[str] = []
-    errors: list[str] = []
-    done = threading.Event()
-
-    def produce() -> None:
-        for i in range(TASKS):
-            token = f"t{i}"
-            try:
-                client.send_task("faults.mark", args=(token, str(marks)))
-            except Exception as exc:  # a publish that failed for good was never sent
-                errors.append(f"{token}: {exc!r}")
-            else:
-                published.append(token)
-            time.sleep(PACE)
-        done.set()
-
-    producer = threading.Thread(target=produce, daemon=True)
     started = time.monotonic()
-    producer.start()
+    producer = Producer(client, marks, TASKS, PACE).start()
     time.sleep(STOP_AFTER)
     assert runs(marks), "no task ran before the stop"
     primary = redis_fleet.primary()
@@ -154,16 +130,10 @@ def test_graceful_primary_stop_loses_no_task_and_workers_answer(
     exited = time.monotonic() - stopped_at
     redis_fleet.wait_for_failover(primary, timeout=30)
     failover = time.monotonic() - stopped_at
-    assert done.wait(timeout=120), "the producer did not finish"
+    assert producer.done.wait(timeout=120), "the producer did not finish"
+    published, errors = producer.published, producer.errors
     produced_at = time.monotonic()
-
-    counts = runs(marks)
-    deadline = produced_at + ALL_RAN_WITHIN
-    while time.monotonic() < deadline:
-        counts = runs(marks)
-        if all(counts[t] for t in published):
-            break
-        time.sleep(0.5)
+    counts = producer.wait_all_ran(ALL_RAN_WITHIN)
     all_ran = time.monotonic() - produced_at
     lost = [t for t in published if counts[t] == 0]
 

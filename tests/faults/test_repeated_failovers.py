@@ -7,14 +7,13 @@ writes, outside Redis); duplicates are allowed (at-least-once) and reported.
 
 from __future__ import annotations
 
-import collections
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from steady import Producer
 
 from harness import envs
 from harness.redis_procs import Node, RedisFleet
@@ -25,12 +24,6 @@ TASKS = 600
 PACE = 0.09  # s between publishes: the stream outlasts the kills
 KILL_EVERY = 8.0  # s; Sentinel waits 2 x failover-timeout before failing the same name over
 FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
-
-
-def runs(path: Path) -> collections.Counter[str]:
-    if not path.exists():
-        return collections.Counter()
-    return collections.Counter(line.split()[1] for line in path.read_text().splitlines())
 
 
 def rejoined(fleet: RedisFleet, old: Node, new: Node) -> bool:
@@ -83,25 +76,8 @@ def test_repeated_primary_kills_lose_no_task(
     worker = start_worker(env, app="faults_app", pythonpath=[HERE], concurrency=2)
     client = celery_client(env)
 
-    published: list[str] = []
-    errors: list[str] = []
-    done = threading.Event()
-
-    def produce() -> None:
-        for i in range(TASKS):
-            token = f"t{i}"
-            try:
-                client.send_task("faults.mark", args=(token, str(marks)))
-            except Exception as exc:  # a publish that failed for good was never sent
-                errors.append(f"{token}: {exc!r}")
-            else:
-                published.append(token)
-            time.sleep(PACE)
-        done.set()
-
-    producer = threading.Thread(target=produce, daemon=True)
     started = time.monotonic()
-    producer.start()
+    producer = Producer(client, marks, TASKS, PACE).start()
     stalls = []
     for _ in range(KILLS):
         time.sleep(KILL_EVERY / 2)
@@ -123,15 +99,9 @@ def test_repeated_primary_kills_lose_no_task(
             timeout=90,
         )
         time.sleep(max(0.0, KILL_EVERY / 2 - (time.monotonic() - killed_at)))
-    assert done.wait(timeout=120), "the producer did not finish"
-
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        counts = runs(marks)
-        if all(counts[t] for t in published):
-            break
-        time.sleep(0.5)
-    counts = runs(marks)
+    assert producer.done.wait(timeout=120), "the producer did not finish"
+    published, errors = producer.published, producer.errors
+    counts = producer.wait_all_ran(90)
     lost = [t for t in published if counts[t] == 0]
     duplicates = sum(1 for t in published if counts[t] > 1)
     record_property(f"{fetch}: primary kills", KILLS)
