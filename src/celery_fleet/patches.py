@@ -31,7 +31,7 @@ first: when the event loop reads the dead primary's closed socket only after Sen
 promoted the replica (the loop was held up, e.g. by the heartbeat's publish retrying while
 no primary answered), that reconnect succeeds, to a connection subscribed to nothing, and
 the read (``PubSub.parse_response(block=True)``, no timeout by design) waits forever in the
-main thread: no task, no ping. Reproduced by tests/faults/test_graceful_stop.py (issue 12).
+main thread: no task, no ping. Reproduced by tests/faults/test_graceful_stop.py.
 The guard registers the callback when Kombu subscribes.
 
 The guards: the restore is skipped when there is no connection to restore through, and a
