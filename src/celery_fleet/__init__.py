@@ -16,7 +16,7 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
 
     - the publish-time ETA guard (``guards``), with the app's visibility timeout;
     - beat's liveness key (``beat``);
-    - the failover guards around Kombu (``patches``) and the bounded Pub/Sub read
+    - the failover guards around Kombu (``patches``) and the Pub/Sub connection
       (``fanout``);
     - the dead-letter store (``deadletter``; off with CELERY_FLEET_DEAD_LETTERS=false);
     - JSON log lines from workers and beat (``logs``; Celery's text with

@@ -1,4 +1,4 @@
-"""A guard that keeps a worker's event loop from blocking on its Pub/Sub connection.
+"""Two guards that keep a worker's event loop from blocking on its Pub/Sub connection.
 
 Kombu's Redis transport reads the fanout (Pub/Sub) connection from the worker's event loop
 when the socket is readable (``Channel._receive_one``, Kombu 5.7), with
@@ -16,6 +16,17 @@ The guard reads only what is there: it asks the connection whether application d
 waiting (redis-py's ``can_read(timeout=0)``, which does not block and raises a connection
 error on a closed socket), and then reads with the channel's socket timeout, so a message
 cut short raises a timeout, which is one of Kombu's connection errors: Celery reconnects.
+
+The second guard makes a reconnect inside redis-py subscribe again. Kombu gives its Pub/Sub
+client a connection itself (``MultiChannelPoller._client_registered`` sets
+``subclient.connection``), so redis-py never registers the ``PubSub.on_connect`` callback
+that subscribes again after a reconnect. With ``retry_on_timeout`` (our default) redis-py
+retries a failed read once, reconnecting first: when the event loop reaches the dead
+primary's closed socket only after Sentinel has promoted the replica (the loop was held
+up, e.g. by the heartbeat's publish retrying while no primary answered), that reconnect
+succeeds, to a connection subscribed to nothing, and the read waits for good.
+Reproduced by tests/faults/test_graceful_stop.py. The guard registers the callback when
+Kombu subscribes (idempotent; Celery's Redis result backend does the same).
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ class _BoundedPubSub:
 
 
 def guard_fanout_read() -> None:
-    """Install the guard on Kombu's Redis channel (and so on every subclass; idempotent)."""
+    """Install both guards on Kombu's Redis channel (and so on every subclass; idempotent)."""
     from kombu.transport import redis as kombu_redis
 
     channel = kombu_redis.Channel
@@ -60,6 +71,19 @@ def guard_fanout_read() -> None:
         timeout = self.socket_timeout or DEFAULT_READ_TIMEOUT
         return original(self, _BoundedPubSub(c, timeout))  # type: ignore[no-untyped-call]
 
+    original_subscribe = channel._subscribe
+
+    def _subscribe(self: Any) -> Any:
+        ret = original_subscribe(self)  # type: ignore[no-untyped-call]
+        pubsub = self.__dict__.get("subclient")
+        connection = getattr(pubsub, "connection", None)
+        if connection is not None:
+            # What PubSub.execute_command does for a connection it takes itself.
+            connection.register_connect_callback(pubsub.on_connect)
+        return ret
+
+    _subscribe.__wrapped__ = original_subscribe  # type: ignore[attr-defined]
+    setattr(channel, "_subscribe", _subscribe)  # noqa: B010 (patching a class)
     _receive_one.celery_fleet_guard = True  # type: ignore[attr-defined]
     _receive_one.__wrapped__ = original  # type: ignore[attr-defined]
     setattr(channel, "_receive_one", _receive_one)  # noqa: B010 (patching a class)

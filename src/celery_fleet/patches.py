@@ -22,18 +22,6 @@ worker whose slots are all held that way never fetches again, so it never notice
 dead connection and sits idle after the failover (seen in the fault suite). The guard frees
 the slot all the same and re-raises.
 
-A fourth one hangs the worker. Kombu gives its Pub/Sub client (the fanout LISTEN: remote
-control, ``celery inspect ping``) a connection itself (``MultiChannelPoller
-._client_registered`` sets ``subclient.connection``), so redis-py never registers the
-``PubSub.on_connect`` callback that subscribes again after a reconnect. With
-``retry_on_timeout`` (our default) redis-py retries a failed read once, reconnecting
-first: when the event loop reads the dead primary's closed socket only after Sentinel has
-promoted the replica (the loop was held up, e.g. by the heartbeat's publish retrying while
-no primary answered), that reconnect succeeds, to a connection subscribed to nothing, and
-the read (``PubSub.parse_response(block=True)``, no timeout by design) waits forever in the
-main thread: no task, no ping. Reproduced by tests/faults/test_graceful_stop.py.
-The guard registers the callback when Kombu subscribes.
-
 The guards: the restore is skipped when there is no connection to restore through, and a
 client asked of a detached channel raises a connection error, which Celery already
 handles (it logs that it could not acknowledge the message and carries on). Nothing is
@@ -110,20 +98,6 @@ def guard_restore_unacked() -> None:
             _free_slot(self, delivery_tag)
             raise
 
-    original_subscribe = channel._subscribe
-
-    def _subscribe(self: Any) -> Any:
-        ret = original_subscribe(self)  # type: ignore[no-untyped-call]
-        pubsub = self.__dict__.get("subclient")
-        connection = getattr(pubsub, "connection", None)
-        if connection is not None:
-            # What PubSub.execute_command does for a connection it takes itself
-            # (idempotent): a reconnect inside redis-py subscribes again.
-            connection.register_connect_callback(pubsub.on_connect)
-        return ret
-
-    _subscribe.__wrapped__ = original_subscribe  # type: ignore[attr-defined]
-    setattr(channel, "_subscribe", _subscribe)  # noqa: B010 (patching a class)
     ack.__wrapped__ = original_ack  # type: ignore[attr-defined]
     reject.__wrapped__ = original_reject  # type: ignore[attr-defined]
     setattr(qos, "ack", ack)  # noqa: B010 (patching a class)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.redis_procs import Node, RedisFleet
+
 
 def runs(path: Path) -> collections.Counter[str]:
     """How many times each token ran."""
@@ -54,3 +56,16 @@ class Producer:
             time.sleep(0.5)
             counts = runs(self.marks)
         return counts
+
+
+def primary_with_replica(fleet: RedisFleet) -> Node:
+    """A primary and one replica behind three Sentinels; returns the primary.
+
+    down-after 3 s, not 1 s: Sentinel starts its link to a just-promoted primary from scratch
+    and flags it down if no PONG comes back within down-after; under the two-lane CI load 1 s
+    was not enough, and a second failover promoted the restarted old primary, whose stale
+    data the replica then loaded (seen in CI)."""
+    first = fleet.server("redis-1")
+    fleet.server("redis-2", replica_of=first)
+    fleet.sentinels(first, down_after_ms=3000, failover_timeout_ms=3000)
+    return first

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from steady import Producer, runs
+from steady import Producer, primary_with_replica, runs
 
 from harness import envs
 from harness.redis_procs import RedisFleet
@@ -98,9 +98,7 @@ def test_graceful_primary_stop_loses_no_task_and_workers_answer(
     record_property: Callable[[str, object], None],
     fetch: str,
 ) -> None:
-    first = redis_fleet.server("redis-1")
-    redis_fleet.server("redis-2", replica_of=first)
-    redis_fleet.sentinels(first, down_after_ms=3000, failover_timeout_ms=3000)
+    primary_with_replica(redis_fleet)
     env = {
         **envs.sentinel(redis_fleet),
         "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from steady import Producer
+from steady import Producer, primary_with_replica
 
 from harness import envs
 from harness.redis_procs import Node, RedisFleet
@@ -53,13 +53,7 @@ def test_repeated_primary_kills_lose_no_task(
     record_property: Callable[[str, object], None],
     fetch: str,
 ) -> None:
-    first = redis_fleet.server("redis-1")
-    redis_fleet.server("redis-2", replica_of=first)
-    # down-after 3 s, not 1 s: Sentinel starts its link to a just-promoted primary from
-    # scratch and flags it down if no PONG comes back within down-after; under the two-lane
-    # CI load 1 s was not enough, and the second failover promoted the restarted old
-    # primary, whose stale data the replica then loaded (seen in CI).
-    redis_fleet.sentinels(first, down_after_ms=3000, failover_timeout_ms=3000)
+    primary_with_replica(redis_fleet)
     env = {
         **envs.sentinel(redis_fleet),
         # Messages held by the worker when a primary dies come back by the visibility
