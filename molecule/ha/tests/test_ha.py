@@ -276,3 +276,55 @@ def test_preflight_refuses_a_quorum_larger_than_the_sentinels() -> None:
     assert result.returncode != 0
     assert "redis_sentinel_quorum=4" in result.stdout + result.stderr
     assert all(counts["changed"] == 0 for counts in fleet.recap(result.stdout).values())
+
+
+def test_a_crashed_primary_waits_for_the_failover_and_rejoins_as_a_replica() -> None:
+    """SIGKILL redis-server on the primary: Debian's unit would restart it after 100 ms as the
+    primary with only its last fsync (the replicas then resynchronise from it). The role's
+    RestartSec= (2 x down-after + 5 s) keeps it down until the Sentinels promote a replica
+    that has every acknowledged write; the crashed node then rejoins as its replica."""
+    old = node_of(str(next(iter(primaries_seen().values()))))
+    fleet.app(old).set("mol:ha:before-crash", "kept")
+    assert fleet.admin(old).wait(2, 5000) == 2
+    restart_sec = fleet.docker(
+        "exec", old, "systemctl", "show", "-P", "RestartUSec", "redis-server"
+    ).strip()
+    assert restart_sec == "9s", restart_sec  # down-after 2000 ms in this scenario
+    fleet.docker("exec", old, "systemctl", "kill", "--signal=SIGKILL", "redis-server")
+    seen = fleet.wait_for(
+        lambda: (
+            lambda s: (
+                s
+                if len(set(s.values())) == 1
+                and None not in s.values()
+                and fleet.address(old) not in s.values()
+                else None
+            )
+        )(primaries_seen()),
+        60,
+        "the Sentinels to promote a replica while the crashed primary waits to restart",
+    )
+    new = node_of(str(next(iter(seen.values()))))
+    assert fleet.app(new).get("mol:ha:before-crash") == b"kept"
+    fleet.app(new).set("mol:ha:after-crash", "yes")
+    fleet.wait_for(
+        lambda: (
+            lambda i: (
+                i["role"] == "slave"
+                and i["master_host"] == fleet.address(new)
+                and i["master_link_status"] == "up"
+            )
+        )(fleet.admin(old).info("replication")),
+        90,
+        f"the crashed primary {old} to restart and rejoin as a replica of {new}",
+    )
+    fleet.wait_for(
+        lambda: fleet.app(old).get("mol:ha:after-crash") == b"yes",
+        30,
+        "the restarted node to receive writes made after the failover",
+    )
+    fleet.wait_for(
+        lambda: set(primaries_seen().values()) == {fleet.address(new)},
+        60,
+        "all three Sentinels to agree on the new primary",
+    )
