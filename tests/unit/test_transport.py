@@ -255,13 +255,14 @@ def _role_env(tmp_path: Any, **variables: object) -> dict[str, str]:
     return envfile.read(path)
 
 
-def test_the_celery_role_writes_reliable_fetch_when_asked(tmp_path: Any) -> None:
+def test_the_celery_role_writes_reliable_fetch_by_default(tmp_path: Any) -> None:
     env = _role_env(tmp_path)
-    assert env["CELERY_FLEET_RELIABLE_FETCH"] == "false"  # opt-in for now
-    assert "broker_transport" not in load(env)
-    on = _role_env(tmp_path, celery_reliable_fetch=True)
-    assert load(on)["broker_transport"] == "celery_fleet.transport:Transport"
-    assert "CELERY_BROKER_WAIT_REPLICAS" not in on
+    assert env["CELERY_FLEET_RELIABLE_FETCH"] == "true"
+    assert load(env)["broker_transport"] == "celery_fleet.transport:Transport"
+    assert "CELERY_BROKER_WAIT_REPLICAS" not in env
+    off = _role_env(tmp_path, celery_reliable_fetch=False)
+    assert off["CELERY_FLEET_RELIABLE_FETCH"] == "false"
+    assert "broker_transport" not in load(off)
 
 
 def test_the_celery_role_writes_confirmed_publish_when_asked(tmp_path: Any) -> None:
