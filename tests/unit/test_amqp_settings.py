@@ -340,3 +340,21 @@ def test_cli_masks_amqp_passwords_in_output_and_errors(tmp_path: Path) -> None:
         output = bad.stdout + bad.stderr
         assert "CELERY_BROKER_URL" in output
         assert_no_secret(output)
+
+
+def test_doctor_says_it_does_not_check_amqp_brokers_yet(tmp_path: Path) -> None:
+    env_file = tmp_path / "celery.env"
+    env_file.write_text(
+        f"CELERY_BROKER_URL=amqps://app:{ENCODED}@h1/fleet\nCELERY_RESULT_BACKEND={BACKEND}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "celery_fleet.cli", "doctor", "--env-file", str(env_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Redis brokers only" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert_no_secret(done.stdout + done.stderr)
