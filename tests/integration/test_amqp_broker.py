@@ -25,6 +25,7 @@ from celery_fleet.amqp import DEAD_LETTER_QUEUE
 from celery_fleet.settings import load
 from harness import envs
 from harness.pki import Pki
+from harness.ports import free_port
 from harness.rabbitmq import APP_USER, HOST, VHOST, RabbitNode
 from harness.redis_procs import RedisFleet
 from harness.worker import MakeClient, StartWorker
@@ -178,3 +179,22 @@ def test_settings_verify_the_broker_certificate(rabbit: RabbitNode, pki: Pki) ->
         pytest.raises(ssl.SSLError),
     ):
         conn.connect()
+
+
+def test_worker_fails_over_to_the_next_node_of_the_list(
+    rabbit: RabbitNode,
+    redis_fleet: RedisFleet,
+    start_worker: StartWorker,
+    celery_client: MakeClient,
+) -> None:
+    """Kombu's failover list: the first node does not answer, the worker and the client
+    go on to the second (its certificate checked against its own address). The worker is
+    ready ~17 s late: Celery's delayed-delivery set-up retries the dead node (1+3+5 s)."""
+    env = environment(rabbit, redis_fleet)
+    dead = f"amqps://{APP_USER}:{quote(rabbit.password, safe='')}@[::1]:{free_port()}/{VHOST}"
+    env["CELERY_BROKER_URL"] = f"{dead};amqps://{HOST}:{rabbit.port}"
+    settings = load(env)
+    assert settings["broker_use_ssl"]["server_hostname"] is None
+    start_worker(env, app="amqp_app", pythonpath=[INTEGRATION])
+    client = celery_client(env)
+    assert client.send_task("amqp.add", (1, 2)).get(timeout=TIMEOUT) == 3
