@@ -24,8 +24,10 @@ from kombu.entity import Exchange, Queue
 
 from . import urls
 from .settings import (
+    BEAT_LOCK_VAR,
     CERT_REQS,
     PREFIX,
+    RELIABLE_FETCH_VAR,
     SettingsError,
     Tls,
     _longest_time_limit,
@@ -304,8 +306,6 @@ def _refuse_redis_only(env: Mapping[str, str], raw: Mapping[str, Any]) -> None:
                 PREFIX + name,
                 "is a Redis broker setting; RabbitMQ (amqps://) does not read it: unset it",
             )
-    from .settings import BEAT_LOCK_VAR, RELIABLE_FETCH_VAR
-
     for name in (RELIABLE_FETCH_VAR, BEAT_LOCK_VAR):
         if parse_bool(name, env.get(name, "false")):
             raise SettingsError(
