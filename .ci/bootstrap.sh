@@ -11,7 +11,9 @@ SUDO=""
 # --- Debian packages -------------------------------------------------------------
 # prometheus and prometheus-alertmanager: promtool and amtool for the alert-rule tests
 # (tests/unit/test_monitoring_rules.py); their daemons are never run here.
-PKGS=(docker.io redis-server redis-sentinel redis-tools debootstrap openssl testssl.sh prometheus prometheus-alertmanager)
+# rabbitmq-server: tests/integration/test_amqp_broker.py starts its own node (own node
+# name, folders, cookie and ports); the package's node is never used.
+PKGS=(docker.io redis-server redis-sentinel redis-tools debootstrap openssl testssl.sh prometheus prometheus-alertmanager rabbitmq-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -47,6 +49,22 @@ for daemon in prometheus prometheus-alertmanager; do
     $SUDO kill "$pid" || true
   done
 done
+# The package's RabbitMQ node (enabled on a systemd host; policy-rc.d only holds it back
+# during the install) would occupy 5672/25672 and epmd's 4369 as the rabbitmq user. The
+# test nodes run as the invoking user: only processes of the rabbitmq user are stopped.
+if [ -d /run/systemd/system ]; then
+  if systemctl is-enabled --quiet rabbitmq-server 2>/dev/null || systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+    $SUDO systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+  fi
+fi
+if id -u rabbitmq >/dev/null 2>&1; then
+  for pid in $(pgrep -u rabbitmq 2>/dev/null || true); do
+    log "stopping $(ps -o comm= -p "$pid" 2>/dev/null || echo process) (pid $pid) of the rabbitmq-server package"
+    $SUDO kill "$pid" || true
+  done
+fi
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] \
+  || { log "/usr/lib/rabbitmq/bin/rabbitmq-server missing after installing rabbitmq-server"; exit 1; }
 command -v promtool >/dev/null && command -v amtool >/dev/null \
   || { log "promtool/amtool missing after installing prometheus, prometheus-alertmanager"; exit 1; }
 

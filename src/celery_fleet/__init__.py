@@ -23,18 +23,30 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
       CELERY_FLEET_LOG_FORMAT=text);
     - with CELERY_FLEET_RELIABLE_FETCH=true, the reliable-fetch transport kept across a
       failover's switch to the next broker URL (``transport.install``).
+
+    With an AMQP broker (``amqps://``) only the logs, the dead-letter exchange's
+    declaration (``amqp_topology``) and the per-node TLS host name of a failover list
+    (``amqp_tls``) are installed: the others work on Redis keys or guard Kombu's Redis
+    transport.
     """
     from . import beat, deadletter, fanout, guards, logs, patches
+    from .amqp import is_amqp
     from .settings import log_format
 
     if settings is None:
         settings = app.conf if app is not None else {}
+    logs.install(log_format())
+    if is_amqp(str(settings.get("broker_url") or "")):
+        from . import amqp_tls, amqp_topology
+
+        amqp_topology.install()
+        amqp_tls.guard_server_hostname()
+        return
     guards.install(settings)
     beat.install()
     patches.guard_restore_unacked()
     fanout.guard_fanout_read()
     deadletter.install()
-    logs.install(log_format())
     if str(settings.get("broker_transport", "")).startswith("celery_fleet.transport:"):
         from . import transport
 

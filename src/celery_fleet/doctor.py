@@ -22,7 +22,8 @@ import redis
 from cryptography import x509
 
 from . import beat, beatlock, urls
-from .settings import BEAT_LOCK_SCHEDULER, load
+from .amqp import is_amqp
+from .settings import BEAT_LOCK_SCHEDULER, SettingsError, load
 
 EXPIRY_WARNING_DAYS = 30
 MAX_LAG_BYTES = 1024 * 1024
@@ -60,6 +61,12 @@ class Deployment:
 
     def __init__(self, env: Mapping[str, str], timeout: float) -> None:
         self.settings = load(env)
+        if is_amqp(env["CELERY_BROKER_URL"]):
+            raise SettingsError(
+                "CELERY_BROKER_URL",
+                "is an AMQP broker; celery-fleet doctor checks Redis brokers only so far "
+                "(for RabbitMQ: rabbitmq-diagnostics check_running, list_queues)",
+            )
         self.url = urls.parse(env["CELERY_BROKER_URL"], variable="CELERY_BROKER_URL")
         self.tls: dict[str, Any] = self.settings["broker_use_ssl"] or {}
         self.transport = self.settings["broker_transport_options"]

@@ -390,7 +390,7 @@ def _tls(env: Mapping[str, str], prefix: str, url: urls.RedisUrl, inherit: Tls |
     if tls.cert_reqs != "required":
         log.warning(
             "%s_SSL_CERT_REQS=%s: the server certificate is %s, so anyone on the path can "
-            "impersonate Redis and read every task and result (man-in-the-middle). Use "
+            "impersonate the server and read every task and result (man-in-the-middle). Use "
             "required with %s_SSL_CA_CERTS unless you accept that risk.",
             prefix,
             tls.cert_reqs,
@@ -467,6 +467,8 @@ def _queues(name: str, raw: str) -> tuple[Queue, ...]:
 # ---------------------------------------------------------------------------------------
 def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return Celery settings (lowercase names) for the environment ``env``."""
+    from . import amqp  # imports this module
+
     env = dict(os.environ if env is None else env)
     raw: dict[str, Any] = dict(PRODUCTION_DEFAULTS)
     for variable, value in sorted(env.items()):
@@ -492,6 +494,55 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     settings: dict[str, Any] = {k: v for k, v in raw.items() if k not in ("broker_url",)}
     settings["task_queues"] = _queues(PREFIX + "TASK_QUEUES", str(raw["task_queues"]))
 
+    if amqp.is_amqp(env[broker_var]):
+        broker_tls = amqp.configure(env, raw, settings)
+        visibility, longest = None, None
+    else:
+        broker_tls, visibility, longest = _redis_broker(env, raw, settings)
+
+    backend_var = PREFIX + "RESULT_BACKEND"
+    backend_raw = env.get(backend_var)
+    if amqp.is_amqp_backend(backend_raw, env[broker_var]):
+        raise amqp.refuse_backend(backend_var)
+    if backend_raw is None:
+        backend = _parse_url(env[broker_var], broker_var)
+        backend.db += 1
+    elif backend_raw.strip().lower() in ("", "disabled", "none"):
+        backend = None
+    else:
+        backend = _parse_url(backend_raw, backend_var)
+    if backend is None:
+        settings["result_backend"] = None
+        settings["task_ignore_result"] = raw.get("task_ignore_result", True)
+        settings["task_track_started"] = False
+        settings.pop("redis_backend_use_ssl", None)
+        settings.pop("result_compression", None)
+    else:
+        backend_tls = _tls(env, PREFIX + "REDIS_BACKEND", backend, broker_tls)
+        settings["result_backend"] = backend.render()
+        if backend_tls.enabled:
+            settings["redis_backend_use_ssl"] = backend_tls.redis_kwargs()
+        options = dict(raw.get("result_backend_transport_options") or {})
+        if backend.scheme == "sentinel":
+            options = {**_sentinel_options(env, backend, backend_var, backend_tls), **options}
+        settings["result_backend_transport_options"] = options
+        if backend.scheme == "socket":
+            # Celery passes socket_keepalive to UnixDomainSocketConnection, which rejects it.
+            settings["redis_socket_keepalive"] = False
+
+    if visibility is not None:
+        _check_timeouts(settings, visibility, longest)
+    _check_serializers(env, settings)
+    log_format(env)
+    _beat_scheduler(env, settings)
+    return settings
+
+
+def _redis_broker(
+    env: Mapping[str, str], raw: Mapping[str, Any], settings: dict[str, Any]
+) -> tuple[Tls, int, int | None]:
+    """Broker settings for a Redis URL: TLS, visibility timeout, transport options."""
+    broker_var = PREFIX + "BROKER_URL"
     broker = _parse_url(env[broker_var], broker_var)
     broker_tls = _tls(env, PREFIX + "BROKER", broker, None)
     settings["broker_url"] = broker.render()
@@ -519,40 +570,7 @@ def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     transport.update(raw.get("broker_transport_options") or {})
     settings["broker_transport_options"] = transport
     _reliable_fetch(env, broker, settings)
-
-    backend_var = PREFIX + "RESULT_BACKEND"
-    backend_raw = env.get(backend_var)
-    if backend_raw is None:
-        backend = _parse_url(env[broker_var], broker_var)
-        backend.db += 1
-    elif backend_raw.strip().lower() in ("", "disabled", "none"):
-        backend = None
-    else:
-        backend = _parse_url(backend_raw, backend_var)
-    if backend is None:
-        settings["result_backend"] = None
-        settings["task_ignore_result"] = raw.get("task_ignore_result", True)
-        settings["task_track_started"] = False
-        settings.pop("redis_backend_use_ssl", None)
-        settings.pop("result_compression", None)
-    else:
-        backend_tls = _tls(env, PREFIX + "REDIS_BACKEND", backend, broker_tls)
-        settings["result_backend"] = backend.render()
-        if backend_tls.enabled:
-            settings["redis_backend_use_ssl"] = backend_tls.redis_kwargs()
-        options = dict(raw.get("result_backend_transport_options") or {})
-        if backend.scheme == "sentinel":
-            options = {**_sentinel_options(env, backend, backend_var, backend_tls), **options}
-        settings["result_backend_transport_options"] = options
-        if backend.scheme == "socket":
-            # Celery passes socket_keepalive to UnixDomainSocketConnection, which rejects it.
-            settings["redis_socket_keepalive"] = False
-
-    _check_timeouts(settings, visibility, longest)
-    _check_serializers(env, settings)
-    log_format(env)
-    _beat_scheduler(env, settings)
-    return settings
+    return broker_tls, visibility, longest
 
 
 def log_format(env: Mapping[str, str] | None = None) -> str:
