@@ -66,7 +66,7 @@ EOF
 $SUDO find "$rootfs/usr/share/doc" -mindepth 1 ! -type d ! -path '*/usr/share/doc/*/copyright' -delete
 $SUDO find "$rootfs/usr/share/doc" -mindepth 1 -depth -type d -empty -delete
 for d in man info groff lintian linda locale; do
-  [ -d "$rootfs/usr/share/$d" ] && $SUDO find "$rootfs/usr/share/$d" -mindepth 1 -delete
+  if [ -d "$rootfs/usr/share/$d" ]; then $SUDO find "$rootfs/usr/share/$d" -mindepth 1 -delete; fi
 done
 $SUDO find "$rootfs/var/lib/apt/lists" "$rootfs/var/cache/apt" -mindepth 1 ! -type d -delete
 $SUDO find "$rootfs/var/log" "$rootfs/tmp" "$rootfs/var/tmp" -mindepth 1 ! -type d -delete
