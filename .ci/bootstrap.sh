@@ -96,13 +96,8 @@ if ! docker compose version >/dev/null 2>&1; then
 fi
 
 # --- Base image, seeded locally (no registry reachable) -------------------------
-if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
-  log "seeding debian:bookworm-slim with debootstrap"
-  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
-  rootfs=$(mktemp -d)
-  $SUDO debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >/dev/null
-  $SUDO tar -C "$rootfs" -c . | docker import - debian:bookworm-slim >/dev/null
-  $SUDO rm -rf "$rootfs"
-fi
+# debian:bookworm-slim from debootstrap, slimmed like Debian's official slim images and
+# labelled with its recipe's revision: an older or unlabelled seed (a warm machine) is
+# replaced, a current one costs one `docker image inspect`.
+bash "$(dirname "$0")/base-image.sh" debian:bookworm-slim
 log "ready: $(docker version -f 'engine {{.Server.Version}}'), $(docker compose version --short 2>/dev/null | sed 's/^/compose /'), $(redis-server --version | awk '{print $3}')"

@@ -506,7 +506,8 @@ def failover(quick: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # footprint: image sizes and an idle worker's memory
 # --------------------------------------------------------------------------------------
-def _rss_kib(pid: int) -> int:
+def _memory_kib(pid: int, field: str = "VmRSS", where: str = "status") -> int:
+    """``field`` of ``/proc/PID/<where>`` summed over the process and its children."""
     total = 0
     pids = [pid]
     children = subprocess.run(
@@ -514,10 +515,41 @@ def _rss_kib(pid: int) -> int:
     ).stdout.split()
     pids += [int(c) for c in children]
     for p in pids:
-        status = Path(f"/proc/{p}/status").read_text()
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        status = Path(f"/proc/{p}/{where}").read_text()
+        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
         total += int(match.group(1)) if match else 0
     return total
+
+
+BASE_IMAGE = "debian:bookworm-slim"
+BASE_LABEL = "org.celery-fleet.base"  # set by .ci/base-image.sh
+
+
+def _base_image() -> dict[str, Any]:
+    """The base image every project image builds FROM: size and the recipe's revision."""
+    proc = subprocess.run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            "-f",
+            f'{{{{.Size}}}} {{{{index .Config.Labels "{BASE_LABEL}"}}}}',
+            BASE_IMAGE,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"name": BASE_IMAGE, "error": proc.stderr.strip()[:200]}
+    size, _, revision = proc.stdout.strip().partition(" ")
+    return {
+        "name": BASE_IMAGE,
+        "size_mb": round(int(size) / 1e6, 1),
+        "revision": revision
+        if revision and revision != "<no value>"
+        else "none (not seeded by .ci/base-image.sh)",
+    }
 
 
 def footprint(quick: bool) -> dict[str, Any]:
@@ -533,10 +565,16 @@ def footprint(quick: bool) -> dict[str, Any]:
         try:
             time.sleep(5 if not quick else 2)
             assert w.proc is not None
-            out["idle_worker_rss_mib"] = round(_rss_kib(w.proc.pid) / 1024, 1)
+            out["idle_worker_rss_mib"] = round(_memory_kib(w.proc.pid) / 1024, 1)
+            # RSS counts the pages the children share with the main process (fork) once per
+            # process; PSS splits each shared page between its sharers: the real total.
+            out["idle_worker_pss_mib"] = round(
+                _memory_kib(w.proc.pid, "Pss", "smaps_rollup") / 1024, 1
+            )
             out["idle_worker"] = "prefork, concurrency 2: main process + 2 children"
         finally:
             w.stop()
+    out["base_image"] = _base_image()
     images = subprocess.run(
         ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}"],
         capture_output=True,
@@ -676,9 +714,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Footprint",
             "",
-            f"Idle worker ({fp['idle_worker']}): {fp['idle_worker_rss_mib']} MiB RSS.",
+            f"Idle worker ({fp['idle_worker']}): {fp['idle_worker_rss_mib']} MiB RSS, "
+            f"{fp.get('idle_worker_pss_mib', '?')} MiB PSS.",
             "",
         ]
+        base = fp.get("base_image", {})
+        if base:
+            lines += [
+                f"- base image `{base['name']}`: {base.get('size_mb', '?')} MB, revision "
+                f"{base.get('revision', base.get('error', '?'))}"
+            ]
         lines += [f"- image `{k}`: {v}" for k, v in fp.get("images", {}).items()]
         lines += [""]
     for name, value in results.items():
