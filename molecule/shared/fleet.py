@@ -135,6 +135,16 @@ def admin(host: str) -> redis.Redis:
     )
 
 
+def replicates_from(host: str, primary: str) -> bool:
+    """``host`` is a replica of ``primary`` with its link up (INFO replication)."""
+    info = admin(host).info("replication")
+    return bool(
+        info["role"] == "slave"
+        and info["master_host"] == address(primary)
+        and info["master_link_status"] == "up"
+    )
+
+
 def _sentinel_login(host: str, user: str, default: str, password: str) -> redis.Redis:
     gv = group_vars()
     return client(host, 26379, username=gv.get(user, default), password=gv[password])

@@ -170,13 +170,7 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
     finally:
         fleet.docker("start", old)
     fleet.wait_for(
-        lambda: (
-            lambda i: (
-                i["role"] == "slave"
-                and i["master_host"] == fleet.address(new)
-                and i["master_link_status"] == "up"
-            )
-        )(fleet.admin(old).info("replication")),
+        lambda: fleet.replicates_from(old, new),
         90,
         f"the old primary {old} to rejoin as a replica of {new}",
     )
@@ -308,13 +302,7 @@ def test_a_crashed_primary_waits_for_the_failover_and_rejoins_as_a_replica() -> 
     assert fleet.app(new).get("mol:ha:before-crash") == b"kept"
     fleet.app(new).set("mol:ha:after-crash", "yes")
     fleet.wait_for(
-        lambda: (
-            lambda i: (
-                i["role"] == "slave"
-                and i["master_host"] == fleet.address(new)
-                and i["master_link_status"] == "up"
-            )
-        )(fleet.admin(old).info("replication")),
+        lambda: fleet.replicates_from(old, new),
         90,
         f"the crashed primary {old} to restart and rejoin as a replica of {new}",
     )

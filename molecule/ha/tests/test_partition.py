@@ -359,13 +359,7 @@ def partition_under_load(
     # what it accepted alone.
     fleet.docker("network", "connect", "--ip", fleet.address(old), NETWORK, old)
     fleet.wait_for(
-        lambda: (
-            lambda info: (
-                info["role"] == "slave"
-                and info["master_host"] == fleet.address(new)
-                and info["master_link_status"] == "up"
-            )
-        )(fleet.admin(old).info("replication")),
+        lambda: fleet.replicates_from(old, new),
         90,
         f"the old primary {old} to rejoin as a replica of {new}",
     )
