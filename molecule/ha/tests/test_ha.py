@@ -4,6 +4,9 @@ converge after the failover that must change nothing and keep the new primary.""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import fleet
 import pytest
 import redis
@@ -278,6 +281,11 @@ def test_a_crashed_primary_waits_for_the_failover_and_rejoins_as_a_replica() -> 
     RestartSec= (2 x down-after + 5 s) keeps it down until the Sentinels promote a replica
     that has every acknowledged write; the crashed node then rejoins as its replica."""
     old = node_of(str(next(iter(primaries_seen().values()))))
+    fleet.wait_for(
+        lambda: fleet.admin(old).info("replication")["connected_slaves"] == 2,
+        60,
+        f"both replicas connected to {old}",
+    )
     fleet.app(old).set("mol:ha:before-crash", "kept")
     assert fleet.admin(old).wait(2, 5000) == 2
     restart_sec = fleet.docker(
@@ -316,3 +324,75 @@ def test_a_crashed_primary_waits_for_the_failover_and_rejoins_as_a_replica() -> 
         60,
         "all three Sentinels to agree on the new primary",
     )
+
+
+def primary_seen_by(node: str) -> str | None:
+    return primaries_seen([node])[node]
+
+
+class Writer(threading.Thread):
+    """RPUSH a counter to whichever node the Sentinels name, every 50 ms, retrying each
+    value until a primary acknowledges it; records the acknowledged values and times."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(daemon=True)
+        self.key = key
+        self.acked: list[int] = []
+        self.times: list[float] = []
+        self.errors = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        value = 0
+        while not self.stop.is_set():
+            try:
+                primary = node_of(str(next(a for a in map(primary_seen_by, NODES) if a)))
+                fleet.app(primary).rpush(self.key, value)
+            except (redis.RedisError, StopIteration):
+                self.errors += 1
+                time.sleep(0.2)
+                continue
+            self.acked.append(value)
+            self.times.append(time.monotonic())
+            value += 1
+            time.sleep(0.05)
+
+    def longest_gap(self) -> float:
+        return max(b - a for a, b in zip(self.times, self.times[1:], strict=False))
+
+
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
+def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> None:
+    """A changed redis.conf restarts every node: the replicas first, then the primary only
+    after its writes were paused, a replica had them all and the Sentinels promoted it; a
+    client writing all along loses no acknowledged write."""
+    old = node_of(str(next(iter(primaries_seen().values()))))
+    run_ids = {n: fleet.admin(n).info("server")["run_id"] for n in NODES}
+    writer = Writer("mol:ha:handover")
+    writer.start()
+    time.sleep(2)
+    try:
+        result = fleet.converge(["-e", "redis_min_replicas_max_lag=12", "--tags", "redis"])
+    finally:
+        time.sleep(2)
+        writer.stop.set()
+        writer.join(30)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "(from sentinel)" in result.stdout
+    for password in fleet.passwords():
+        assert password not in result.stdout + result.stderr
+    seen = set(primaries_seen().values())
+    assert len(seen) == 1, seen
+    assert fleet.address(old) not in seen, seen
+    new = node_of(str(seen.pop()))
+    assert all(fleet.admin(n).info("server")["run_id"] != run_ids[n] for n in NODES), (
+        "every node restarted"
+    )
+    fleet.wait_for(lambda: fleet.replicates_from(old, new), 60, f"{old} to replicate from {new}")
+    stored = {int(v) for v in fleet.app(new).lrange("mol:ha:handover", 0, -1)}
+    lost = [v for v in writer.acked if v not in stored]
+    assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:20]}"
+    assert len(writer.acked) > 100, len(writer.acked)
+    gap = writer.longest_gap()
+    print(f"handover: {len(writer.acked)} writes, longest gap {gap:.1f}s, {writer.errors} retries")
+    assert gap < 45, f"writes stalled for {gap:.1f}s"
