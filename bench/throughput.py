@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -80,6 +81,7 @@ VARIANTS: dict[str, Env] = {
         "CELERY_WORKER_MAX_TASKS_PER_CHILD": "1000000",
     },
     "text logs (CELERY_FLEET_LOG_FORMAT=text)": {"CELERY_FLEET_LOG_FORMAT": "text"},
+    "dead letters off (CELERY_FLEET_DEAD_LETTERS=false)": {"CELERY_FLEET_DEAD_LETTERS": "false"},
     "failover guards off (patches, fanout; bench-only)": {"BENCH_WITHOUT_FAILOVER_GUARDS": "1"},
     "unacked sweep Kombu's (throttle 10: every ~100 s)": {
         "CELERY_BROKER_TRANSPORT_OPTIONS": json.dumps({"unacked_restore_throttle": 10}),
@@ -289,9 +291,34 @@ def rows(selection: str | None) -> dict[str, tuple[str, str, Env]]:
     return {k: v for k, v in everything.items() if k in keep or any(w in k for w in words)}
 
 
+def _measure(stacks: list[Stack], n: int, rounds: int) -> list[float]:
+    """Each round: celery-fleet on plain redis:// (the reference), then every other row in
+    a shuffled order, each followed by the reference again. A row's ratio for the round is
+    its rate over the mean of the two reference runs around it (seconds apart, so a load
+    change on the shared machine hits both sides alike). Returns the load averages."""
+    base = next(s for s in stacks if s.name == FLEET_PLAIN)
+    others = [s for s in stacks if s is not base]
+    loads = []
+    for r in range(rounds):
+        order = others[:]
+        random.Random(r).shuffle(order)
+        before = _round(base, n)
+        base.runs.append(before | {"ratio": 1.0})
+        for stack in order:
+            run = _round(stack, n)
+            after = _round(base, n)
+            reference = (before["tasks_per_s"] + after["tasks_per_s"]) / 2
+            stack.runs.append(run | {"round": r, "ratio": run["tasks_per_s"] / reference})
+            base.runs.append(after | {"ratio": 1.0})
+            before = after
+        loads.append(os.getloadavg()[0])
+        print(f"[bench] throughput: round {r + 1}/{rounds} done", flush=True)
+    return loads
+
+
 def throughput(quick: bool) -> dict[str, Any]:
-    n = int(os.environ.get("BENCH_THROUGHPUT_TASKS", 300 if quick else 1000))
-    rounds = int(os.environ.get("BENCH_THROUGHPUT_ROUNDS", 1 if quick else 3))
+    n = int(os.environ.get("BENCH_THROUGHPUT_TASKS", 300 if quick else 500))
+    rounds = int(os.environ.get("BENCH_THROUGHPUT_ROUNDS", 1 if quick else 4))
     chosen = rows(os.environ.get("BENCH_THROUGHPUT_ROWS"))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -302,12 +329,7 @@ def throughput(quick: bool) -> dict[str, Any]:
                 stacks.append(_build(name, path, config, extra, Path(tmp) / f"s{i}"))
             for stack in stacks:
                 _round(stack, 100)  # warm up connections, pools and pool children
-            loads = []
-            for r in range(rounds):
-                for stack in stacks:
-                    stack.runs.append(_round(stack, n))
-                loads.append(os.getloadavg()[0])
-                print(f"[bench] throughput: round {r + 1}/{rounds} done", flush=True)
+            loads = _measure(stacks, n, rounds)
         finally:
             for stack in stacks:
                 if stack.app is not None:
@@ -316,21 +338,28 @@ def throughput(quick: bool) -> dict[str, Any]:
                     stack.worker.stop()
                 stack.fleet.close()
     figures = {s.name: _summary(s.runs) for s in stacks}
-    celery_plain = figures[CELERY_PLAIN]
-    fleet_plain = figures[FLEET_PLAIN]
-    by_name = {s.name: s for s in stacks}
-    for name, fig in figures.items():
-        fig["ratio_to_celery_plain"] = round(fig["tasks_per_s"] / celery_plain["tasks_per_s"], 3)
-        fig["ratio_to_fleet_plain"] = round(fig["tasks_per_s"] / fleet_plain["tasks_per_s"], 3)
-        # the same ratio within each round (the rows of a round ran seconds apart)
-        pairs = zip(by_name[name].runs, by_name[FLEET_PLAIN].runs, strict=True)
-        fig["ratio_to_fleet_plain_per_round"] = [
-            round(a["tasks_per_s"] / b["tasks_per_s"], 3) for a, b in pairs
-        ]
-        fig["env"] = {k: v for k, v in chosen[name][2].items()}
+    celery_ratios = {r["round"]: r["ratio"] for r in by_name(stacks)[CELERY_PLAIN].runs}
+    for stack in stacks:
+        fig = figures[stack.name]
+        if stack.name == FLEET_PLAIN:
+            per_round = [1.0] * rounds
+            to_celery = [1.0 / celery_ratios[r] for r in range(rounds)]
+        else:
+            per_round = [run["ratio"] for run in stack.runs]
+            to_celery = [run["ratio"] / celery_ratios[run["round"]] for run in stack.runs]
+        fig["ratio_to_fleet_plain"] = round(statistics.median(per_round), 3)
+        fig["ratio_to_fleet_plain_per_round"] = [round(x, 3) for x in per_round]
+        fig["ratio_to_celery_plain"] = round(statistics.median(to_celery), 3)
+        fig["ratio_to_celery_plain_per_round"] = [round(x, 3) for x in to_celery]
+        fig["env"] = dict(chosen[stack.name][2])
     return {
         "tasks": n,
         "rounds": rounds,
+        "method": "per round: celery-fleet on plain redis:// (the reference), then each other "
+        "row in a shuffled order, each followed by the reference again; a row's ratio is its "
+        "rate over the mean of the two reference runs around it; medians of the rounds. "
+        "Ratios to Celery's defaults: a row's ratio over that round's ratio of Celery's "
+        "defaults on plain redis://",
         "worker": f"prefork, concurrency {CONCURRENCY}, one per stack; --without-mingle "
         "--without-gossip; log level INFO",
         "load_average_before": [round(x, 2) for x in load_before],
@@ -341,23 +370,29 @@ def throughput(quick: bool) -> dict[str, Any]:
     }
 
 
+def by_name(stacks: list[Stack]) -> dict[str, Stack]:
+    return {s.name: s for s in stacks}
+
+
 def throughput_markdown(t: dict[str, Any]) -> list[str]:
     lines = [
         "## Throughput (no-op task, broker + result backend)",
         "",
-        f"{t['tasks']} tasks x {t['rounds']} rounds per row, rows in turns; worker: "
+        f"{t['tasks']} tasks x {t['rounds']} rounds per row; {t['method']}. Worker: "
         f"{t['worker']}. Load average before: {t['load_average_before']}, after each round: "
         f"{t['load_average_after_each_round']}.",
         "",
-        "| row | tasks/s (median) | ratio to Celery's defaults, plain | ratio to celery-fleet, "
-        "plain (per round) | Redis commands/task | CPU ms/task worker / producer / Redis |",
+        "| row | tasks/s (median) | ratio to Celery's defaults, plain (per round) | ratio to "
+        "celery-fleet, plain (per round) | Redis commands/task | CPU ms/task worker / "
+        "producer / Redis |",
         "|---|---|---|---|---|---|",
     ]
     for name, v in t["rows"].items():
         cpu = v["cpu_ms_per_task"]
         per_round = ", ".join(str(x) for x in v["ratio_to_fleet_plain_per_round"])
+        to_celery = ", ".join(str(x) for x in v["ratio_to_celery_plain_per_round"])
         lines.append(
-            f"| {name} | {v['tasks_per_s']} | {v['ratio_to_celery_plain']} | "
+            f"| {name} | {v['tasks_per_s']} | {v['ratio_to_celery_plain']} ({to_celery}) | "
             f"{v['ratio_to_fleet_plain']} ({per_round}) | {v['commands_per_task']} | "
             f"{cpu['worker']} / {cpu['producer']} / {cpu['redis']} |"
         )
