@@ -8,6 +8,14 @@ from typing import Any
 
 from celery import Celery
 
+if os.environ.get("BENCH_WITHOUT_FAILOVER_GUARDS"):
+    # The throughput part's "failover guards off" row only: celery_fleet.install() then
+    # leaves Kombu's Redis channel unpatched (celery_fleet.patches, celery_fleet.fanout).
+    from celery_fleet import fanout, patches
+
+    patches.guard_restore_unacked = lambda: None
+    fanout.guard_fanout_read = lambda: None
+
 app = Celery("bench_app")
 app.config_from_object("celery_fleet.celeryconfig")
 

@@ -34,13 +34,13 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from celery import Celery  # noqa: E402
-from celery.result import ResultSet  # noqa: E402
 
+from bench.throughput import throughput, throughput_markdown  # noqa: E402
 from celery_fleet import transport  # noqa: E402
 from celery_fleet.settings import load  # noqa: E402
 from harness import envs  # noqa: E402
 from harness.pki import Pki  # noqa: E402
-from harness.redis_procs import Listen, Node, ProcessError, RedisFleet  # noqa: E402
+from harness.redis_procs import Node, ProcessError, RedisFleet  # noqa: E402
 from harness.worker import Worker  # noqa: E402
 
 Env = dict[str, str]
@@ -65,108 +65,6 @@ def worker(env: Env, folder: Path, concurrency: int = 2) -> Worker:
     return Worker(
         app="bench_app", env=env, folder=folder, pythonpath=[BENCH], concurrency=concurrency
     ).start()
-
-
-# --------------------------------------------------------------------------------------
-# throughput: the same no-op task through plain, TLS, and Sentinel + TLS
-# --------------------------------------------------------------------------------------
-# The TLS path side by side: one primary + one replica each (WAIT 1 needs the replica, so
-# the other two pay for a replication stream too), only the transport differs.
-TLS_SIDE_BY_SIDE: dict[str, Env] = {
-    "rediss:// + replica, Kombu's transport": {},
-    "rediss:// + replica, reliable fetch": {"CELERY_FLEET_RELIABLE_FETCH": "true"},
-    "rediss:// + replica, reliable fetch + WAIT 1": {
-        "CELERY_FLEET_RELIABLE_FETCH": "true",
-        "CELERY_BROKER_WAIT_REPLICAS": "1",
-    },
-}
-
-
-def _setup(mode: str, fleet: RedisFleet) -> Env:
-    if mode == "plain redis://":
-        node = fleet.server("plain", listen=Listen.TCP)
-        return {
-            "CELERY_BROKER_URL": envs.url(fleet, node, 0),
-            "CELERY_RESULT_BACKEND": envs.url(fleet, node, 1),
-        }
-    primary = fleet.server("primary")
-    if mode == "rediss:// verified" or mode in TLS_SIDE_BY_SIDE:
-        if mode in TLS_SIDE_BY_SIDE:
-            fleet.server("replica", replica_of=primary)
-        return {
-            "CELERY_BROKER_URL": envs.url(fleet, primary, 0),
-            "CELERY_RESULT_BACKEND": envs.url(fleet, primary, 1),
-            **envs.tls(fleet),
-            **TLS_SIDE_BY_SIDE.get(mode, {}),
-        }
-    if "replica" in mode:
-        fleet.server("replica", replica_of=primary)
-    fleet.sentinels(primary)
-    return envs.sentinel(fleet)
-
-
-def _rate(app: Celery, n: int) -> float:
-    started = time.perf_counter()
-    results = [app.send_task("bench.noop") for _ in range(n)]
-    ResultSet(results, app=app).get(timeout=300, propagate=True)
-    return n / (time.perf_counter() - started)
-
-
-def throughput(quick: bool) -> dict[str, Any]:
-    """All three stacks stay up side by side and are measured in turns (a, b, c, a, b, c...)
-    so that a load change on the machine hits every path alike; medians are reported."""
-    n, rounds = (300, 1) if quick else (1000, 5)
-    # (c) twice: with a replica (the deployed shape; on one 2-core machine the replication
-    # stream competes for the same CPU) and without (the client path alone).
-    modes = [
-        "plain redis://",
-        "rediss:// verified",
-        "sentinel + TLS, primary + replica",
-        "sentinel + TLS, primary only",
-        *TLS_SIDE_BY_SIDE,
-    ]
-    # No transport.install() here: the reliable rows' clients get broker_transport from
-    # settings.load(), one rediss:// URL never switches, and the Kombu rows stay Kombu's.
-    runs: dict[str, list[float]] = {m: [] for m in modes}
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        stacks = []
-        try:
-            for i, mode in enumerate(modes):
-                fleet = RedisFleet(Path(tmp) / f"fleet{i}", Pki.create(Path(tmp) / f"pki{i}"))
-                stacks.append((mode, fleet, None, None))
-                env = _setup(mode, fleet)
-                stacks[-1] = (mode, fleet, worker(env, Path(tmp) / f"w{i}"), client(env))
-            for _, _, _, app in stacks:
-                _rate(app, 100)  # warm up connections and pools
-            for _ in range(rounds):
-                for mode, _, _, app in stacks:
-                    runs[mode].append(round(_rate(app, n), 1))
-        finally:
-            for _, fleet, w, app in stacks:
-                if app is not None:
-                    app.close()
-                if w is not None:
-                    w.stop()
-                fleet.close()
-    figures = {m: {"tasks_per_s": statistics.median(r), "runs": r} for m, r in runs.items()}
-    base = figures[modes[0]]["tasks_per_s"]
-    kombu = figures[next(iter(TLS_SIDE_BY_SIDE))]["tasks_per_s"]
-    for mode in modes:
-        figures[mode]["ratio_to_plain"] = round(figures[mode]["tasks_per_s"] / base, 3)
-        if mode in TLS_SIDE_BY_SIDE:
-            figures[mode]["ratio_to_kombu"] = round(figures[mode]["tasks_per_s"] / kombu, 3)
-            # the same ratio within each round (the rows of a round ran seconds apart)
-            pairs = zip(runs[mode], runs[next(iter(TLS_SIDE_BY_SIDE))], strict=True)
-            figures[mode]["ratio_to_kombu_per_round"] = [round(a / b, 3) for a, b in pairs]
-    return {
-        "tasks": n,
-        "rounds": rounds,
-        "worker": "prefork, concurrency 2, celery_fleet production defaults",
-        "transport": "Kombu's unless the mode says otherwise",
-        "modes": figures,
-        "target": "(b)/(a) and (c)/(a) >= 0.9; reliable fetch and reliable fetch + WAIT 1 "
-        "each >= 0.9 of Kombu's transport on the same TLS + replica path",
-    }
 
 
 # --------------------------------------------------------------------------------------
@@ -654,18 +552,8 @@ PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Benchmark results ({results['when']})", "", f"Machine: {results['machine']}", ""]
     t = results.get("throughput")
-    if t and "modes" in t:
-        lines += [
-            "## Throughput (no-op task, broker + result backend)",
-            "",
-            "| path | tasks/s | ratio to plain | ratio to Kombu's (same path) |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {m} | {v['tasks_per_s']} | {v['ratio_to_plain']} | {v.get('ratio_to_kombu', '')} |"
-            for m, v in t["modes"].items()
-        ]
-        lines += ["", f"Target: {t['target']}.", ""]
+    if t and "rows" in t:
+        lines += throughput_markdown(t)
     f = results.get("failover")
     if f and "variants" in f:
         lines += [

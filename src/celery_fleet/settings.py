@@ -60,13 +60,17 @@ PRODUCTION_DEFAULTS: dict[str, Any] = {
     "worker_max_tasks_per_child": 1000,
     "task_soft_time_limit": 600,
     "task_time_limit": 900,
-    "task_track_started": True,
+    # Off, as in Celery: together they cost about half the throughput of a small task
+    # (python -m bench.run throughput; docs/benchmarks.md) and guarantee nothing. Each is
+    # one variable away (docs/settings.md, "Opt-in extras"). Flower turns the workers'
+    # task events on by remote control while it runs (its --enable_events).
+    "task_track_started": False,
     # The real setting name (a common snippet says task_send_sent_signal, which Celery ignores).
-    "task_send_sent_event": True,
-    "worker_send_task_events": True,
+    "task_send_sent_event": False,
+    "worker_send_task_events": False,
+    "result_extended": False,
+    "result_compression": None,
     "result_expires": 3600,
-    "result_compression": "gzip",
-    "result_extended": True,
     # Results survive a failover: retry the backend instead of failing the task.
     "result_backend_always_retry": True,
     "result_backend_max_retries": 20,

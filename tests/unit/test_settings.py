@@ -168,8 +168,17 @@ def test_sentinel_plaintext_is_an_explicit_choice() -> None:
 
 def test_production_defaults_and_overrides() -> None:
     s = load(env(BROKER_URL="redis://h/0"))
-    for key in ("task_acks_late", "task_reject_on_worker_lost", "task_track_started"):
+    for key in ("task_acks_late", "task_reject_on_worker_lost"):
         assert s[key] is True
+    # Opt-in extras, off as in Celery: they cost throughput and guarantee nothing.
+    for key in (
+        "task_track_started",
+        "task_send_sent_event",
+        "worker_send_task_events",
+        "result_extended",
+    ):
+        assert s[key] is False
+    assert s["result_compression"] is None
     assert s["accept_content"] == ["json"]
     assert s["worker_prefetch_multiplier"] == 1
     # task_time_limit (900) + 300: a running task is never redelivered
@@ -195,6 +204,11 @@ def test_production_defaults_and_overrides() -> None:
             BROKER_CONNECTION_MAX_RETRIES="none",
             WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS="true",
             ACCEPT_CONTENT="json,msgpack",
+            WORKER_SEND_TASK_EVENTS="true",
+            TASK_SEND_SENT_EVENT="yes",
+            TASK_TRACK_STARTED="1",
+            RESULT_EXTENDED="true",
+            RESULT_COMPRESSION="gzip",
         )
     )
     assert s["task_acks_late"] is False
@@ -212,6 +226,14 @@ def test_production_defaults_and_overrides() -> None:
     assert s["broker_connection_max_retries"] is None
     assert s["worker_cancel_long_running_tasks_on_connection_loss"] is True
     assert s["accept_content"] == ["json", "msgpack"]
+    for key in (
+        "task_track_started",
+        "task_send_sent_event",
+        "worker_send_task_events",
+        "result_extended",
+    ):
+        assert s[key] is True
+    assert s["result_compression"] == "gzip"
     assert set(PRODUCTION_DEFAULTS) <= set(s)
 
 
