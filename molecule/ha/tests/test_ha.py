@@ -368,11 +368,12 @@ def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> 
     client writing all along loses no acknowledged write."""
     old = node_of(str(next(iter(primaries_seen().values()))))
     run_ids = {n: fleet.admin(n).info("server")["run_id"] for n in NODES}
+    lag = int(fleet.admin(old).config_get("min-replicas-max-lag")["min-replicas-max-lag"]) + 1
     writer = Writer("mol:ha:handover")
     writer.start()
     time.sleep(2)
     try:
-        result = fleet.converge(["-e", "redis_min_replicas_max_lag=12", "--tags", "redis"])
+        result = fleet.converge(["-e", f"redis_min_replicas_max_lag={lag}", "--tags", "redis"])
     finally:
         time.sleep(2)
         writer.stop.set()
