@@ -254,3 +254,40 @@ def test_celery_runs_through_a_rotation_without_a_lost_task_or_an_auth_error(
         assert old not in log
         assert new not in log
     second.stop()
+
+
+def _link_up(fleet: RedisFleet, replica: Node) -> bool:
+    return fleet.info(replica, "replication").get("master_link_status") == "up"
+
+
+def _relink(fleet: RedisFleet, primary: Node, replica: Node) -> None:
+    """Cut the replication link (a network blip): the replica logs in to the primary again."""
+    assert fleet.client(primary).client_kill_filter(_type="replica") == 1
+    fleet.wait_for(lambda: _link_up(fleet, replica), f"{replica!r} to log in again")
+
+
+def test_replication_password_rotates_without_a_restart(redis_fleet: RedisFleet) -> None:
+    """What role redis does for redis_replication_password: users.acl with both passwords on
+    every node, then CONFIG SET masterauth (no restart), then the previous one removed."""
+    primary = redis_fleet.server("p1")
+    replica = redis_fleet.server("r1", replica_of=primary)
+    old, new = redis_fleet.secrets.replication, secrets.token_urlsafe(18)
+    admin = redis_fleet.secrets.admin
+    pid = redis_fleet.info(replica, "server")["process_id"]
+
+    step1 = {"redis_replication_password": new, "redis_replication_password_previous": old}
+    for node in (primary, replica):
+        apply_acl(redis_fleet, node, step1, admin)
+    # A replica not converged yet still logs in with the old password, and can.
+    _relink(redis_fleet, primary, replica)
+    assert redis_fleet.client(replica).config_set("masterauth", new)
+    _relink(redis_fleet, primary, replica)  # ... and with the new one once it has it.
+
+    for node in (primary, replica):
+        apply_acl(redis_fleet, node, {"redis_replication_password": new}, admin)
+    _relink(redis_fleet, primary, replica)
+    assert redis_fleet.info(replica, "server")["process_id"] == pid  # never restarted
+    redis_fleet.client(primary).set("after", "rotation")
+    redis_fleet.wait_for(
+        lambda: redis_fleet.client(replica).get("after") == b"rotation", "the write to replicate"
+    )
