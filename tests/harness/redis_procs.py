@@ -216,6 +216,15 @@ class RedisFleet:
             )
         return node
 
+    def rewrite_acl(self, node: Node, variables: dict[str, Any]) -> Path:
+        """Render users.acl again for a running ACL node with role redis inputs over the
+        harness's (e.g. a rotated password); return the file. Nothing is applied: the test
+        applies it as the role does (roles/redis/files/redis-acl-apply)."""
+        config = self._server_vars(node, None) | variables
+        acl_file = Path(render.resolve("redis", config, "redis_acl_file"))
+        self._write(acl_file, "users.acl.j2", "redis", config)
+        return acl_file
+
     def _write(self, path: Path, template: str, role: str, variables: dict[str, Any]) -> None:
         path.write_text(
             render.render(template, role=role, variables=variables, templates=self.templates)

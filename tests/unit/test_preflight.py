@@ -289,3 +289,69 @@ def test_confirmed_publish_needs_reliable_fetch_and_a_number(tmp_path: Path) -> 
     assert "set celery_reliable_fetch: true too" in out, out
     out = preflight(tmp_path, "celery", {**base, "celery_broker_wait_replicas": "two"})
     assert "celery_broker_wait_replicas is 'two'" in out, out
+
+
+# A rotation's previous passwords: the same check as the new ones, and not the new one.
+PREVIOUS = [
+    ("redis", "redis_app_password", REDIS),
+    ("redis", "redis_admin_password", REDIS),
+    ("redis", "redis_sentinel_auth_password", REDIS),
+    (
+        "redis_sentinel",
+        "redis_sentinel_password",
+        {**SENTINEL, **SENTINEL_OTHER, "redis_sentinel_client_password": GOOD + "k"},
+    ),
+]
+
+
+def task_output(out: str, task: str) -> str:
+    """The part of the output of one task (up to the next TASK line)."""
+    start = out.index(task)
+    end = out.find("\nTASK [", start)
+    return out[start : end if end != -1 else len(out)]
+
+
+@pytest.mark.parametrize(("role", "variable", "valid"), PREVIOUS)
+def test_a_previous_password_equal_to_the_new_one_fails_preflight(
+    tmp_path: Path, role: str, variable: str, valid: dict[str, Any]
+) -> None:
+    out = preflight(tmp_path, role, {**valid, f"{variable}_previous": valid[variable]})
+    assert "fatal:" in out or "failed:" in out, out
+    assert f"{variable}_previous equals {variable}" in out, out
+    assert valid[variable] not in out
+
+
+@pytest.mark.parametrize(("role", "variable", "valid"), PREVIOUS)
+def test_a_weak_previous_password_fails_preflight(
+    tmp_path: Path, role: str, variable: str, valid: dict[str, Any]
+) -> None:
+    out = preflight(tmp_path, role, {**valid, f"{variable}_previous": WEAK["placeholder"]})
+    assert "fatal:" in out or "failed:" in out, out
+    assert f"{variable}_previous" in out, out
+    assert WEAK["placeholder"] not in out
+
+
+def test_a_valid_previous_password_passes_preflight(tmp_path: Path) -> None:
+    out = preflight(tmp_path, "redis", {**REDIS, "redis_app_password_previous": GOOD + "z"})
+    task = task_output(out, "Check the previous passwords of a rotation")
+    assert "ok: [node1] => (item=redis_app_password_previous)" in task, out
+    assert "fatal:" not in task, out
+    assert "failed:" not in task, out
+    assert GOOD + "z" not in out
+
+
+def test_an_extra_user_previous_password_is_checked(tmp_path: Path) -> None:
+    user = {"name": "reports", "password": GOOD, "rules": "~r:* +@read"}
+    out = preflight(
+        tmp_path, "redis", {**REDIS, "redis_extra_acl_users": [user | {"password_previous": GOOD}]}
+    )
+    assert "redis_extra_acl_users[0]" in out, out
+    assert "equals its password" in out, out
+    out = preflight(
+        tmp_path,
+        "redis",
+        {**REDIS, "redis_extra_acl_users": [user | {"password_previous": GOOD + "y"}]},
+    )
+    task = task_output(out, "Check the extra ACL users")
+    assert "ok: [node1]" in task, out
+    assert "failed:" not in task, out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 from pathlib import Path
 
@@ -246,6 +248,84 @@ def _server_certificate() -> tuple[int, bytes]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return cert.serial_number, key
+
+
+ROTATED = {
+    "redis_app_password": "mol-AppNext-8c1e3a5f7b9d2e46",
+    "redis_admin_password": "mol-AdminNext-3f5a7c9e1b2d4f68",
+    "redis_replication_password": "mol-ReplNext-6b8d0f2a4c6e8a13",
+}
+
+
+def _converge_with(tmp_path: Path, name: str, variables: dict[str, str]) -> dict[str, int]:
+    """Converge role redis with extra vars from a file (no password on the command line)."""
+    extra = tmp_path / f"{name}.json"
+    extra.write_text(json.dumps(variables))
+    result = fleet.converge(["-e", f"@{extra}", "--tags", "redis"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    for password in [*fleet.passwords(), *ROTATED.values()]:
+        assert password not in result.stdout + result.stderr
+    changed = re.findall(r"TASK \[([^\]]+)\][^\n]*\n(?:[^\n]*\n)?changed:", result.stdout)
+    print(f"{name}: changed {changed}")
+    # Neither the ACL LOAD fallback (it drops every client on Redis 7.0) nor a restart.
+    for fallback in ("(ACL LOAD)", "Restart Redis when", "RUNNING HANDLER [redis : Restart redis]"):
+        assert not [task for task in changed if fallback in task], changed
+    assert "RUNNING HANDLER [redis : Restart redis]" not in result.stdout
+    return fleet.recap(result.stdout)[NODE]
+
+
+def _logs_in(username: str, password: str) -> bool:
+    try:
+        return bool(fleet.client(NODE, username=username, password=password).ping())
+    except redis.AuthenticationError:
+        return False
+
+
+def _masterauth_is(password: str) -> bool:
+    gv = fleet.group_vars()
+    admin = fleet.client(NODE, username="admin", password=gv["redis_admin_password"])
+    if not _logs_in("admin", gv["redis_admin_password"]):
+        admin = fleet.client(NODE, username="admin", password=ROTATED["redis_admin_password"])
+    return admin.config_get("masterauth")["masterauth"] == password
+
+
+@pytest.mark.timeout(2 * fleet.CONVERGE_TEST_TIMEOUT)
+def test_passwords_rotate_without_a_restart_or_a_dropped_client(tmp_path: Path) -> None:
+    """docs/operations.md, "Rotate a password": the app, admin and replication passwords
+    rotated at once (new + previous, then new alone), then rotated back the same way."""
+    gv = fleet.group_vars()
+    old = {name: gv[name] for name in ROTATED}
+    held = fleet.app(NODE)
+    held_id = held.client_id()
+    pid = fleet.admin(NODE).info("server")["process_id"]
+
+    # Step 1: new passwords, the old ones accepted too.
+    step1 = {**ROTATED, **{f"{name}_previous": old[name] for name in ROTATED}}
+    assert _converge_with(tmp_path, "step1", step1)["changed"] > 0
+    assert _logs_in("celery", old["redis_app_password"])
+    assert _logs_in("celery", ROTATED["redis_app_password"])
+    assert _logs_in("admin", old["redis_admin_password"])
+    assert _logs_in("admin", ROTATED["redis_admin_password"])
+    assert _masterauth_is(ROTATED["redis_replication_password"])  # set live ...
+    assert fleet.admin(NODE).info("server")["process_id"] == pid  # ... without a restart
+    assert held.client_id() == held_id  # the connection of the old password is kept
+
+    # Step 3: the previous passwords cleared; a second run changes nothing.
+    assert _converge_with(tmp_path, "step3", ROTATED)["changed"] > 0
+    assert not _logs_in("celery", old["redis_app_password"])
+    assert not _logs_in("admin", old["redis_admin_password"])
+    assert _logs_in("celery", ROTATED["redis_app_password"])
+    assert held.client_id() == held_id  # authenticated before: still connected
+    assert _converge_with(tmp_path, "step3-again", ROTATED)["changed"] == 0
+
+    # Back to the inventory's passwords, the same way.
+    back = {**old, **{f"{name}_previous": ROTATED[name] for name in ROTATED}}
+    assert _converge_with(tmp_path, "back1", back)["changed"] > 0
+    assert _converge_with(tmp_path, "back3", {})["changed"] > 0
+    assert not _logs_in("celery", ROTATED["redis_app_password"])
+    assert _logs_in("celery", old["redis_app_password"])
+    assert _masterauth_is(old["redis_replication_password"])
+    assert fleet.admin(NODE).info("server")["process_id"] == pid
 
 
 @pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
