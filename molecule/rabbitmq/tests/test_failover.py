@@ -1,6 +1,7 @@
 """SIGKILL of the node that leads a quorum queue, under a steady publisher with confirms and
 a consumer: no confirmed message may be lost, the killed node comes back (systemd restarts
-it) and rejoins, and a converge afterwards changes nothing. Runs after test_cluster.py (pytest takes the files in name order).
+it) and rejoins, and a converge afterwards changes nothing. Runs after test_cluster.py
+(pytest takes the files in name order).
 
 The publisher and the consumer are connected to the two other nodes: the test measures the
 queue's failover (Raft leader election), not a client's reconnect to another node."""
