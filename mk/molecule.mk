@@ -1,9 +1,9 @@
-# Molecule scenarios for the pki, redis and redis_sentinel roles (systemd containers).
+# Molecule scenarios for the pki, redis, redis_sentinel and rabbitmq roles (systemd containers).
 # Docker objects are prefixed cf-mol-; the node image is built here, idempotently.
 MOLECULE_IMAGE ?= celery-fleet/molecule-node:bookworm
 MOLECULE := cd $(CURDIR) && NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 $(BIN)/molecule -c molecule/base.yml
 
-.PHONY: molecule-image test-molecule test-molecule-default test-molecule-ha
+.PHONY: molecule-image test-molecule test-molecule-default test-molecule-ha test-molecule-rabbitmq
 
 molecule-image: ## Build the systemd node image for molecule (FROM debian:bookworm-slim)
 	docker build -q -t $(MOLECULE_IMAGE) -f molecule/Dockerfile molecule >/dev/null
@@ -13,6 +13,9 @@ test-molecule-default: setup molecule-image ## Molecule: one TLS-only Redis node
 
 test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sentinels, failover and re-converge
 	$(MOLECULE) test -s ha
+
+test-molecule-rabbitmq: setup molecule-image ## Molecule: 3-node TLS-only RabbitMQ cluster, users' permissions, SIGKILL of a quorum queue's leader
+	$(MOLECULE) test -s rabbitmq
 
 test-molecule: test-molecule-default test-molecule-ha ## Both molecule scenarios
 

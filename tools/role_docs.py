@@ -17,7 +17,16 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("fleet_common", "pki", "redis", "redis_sentinel", "celery", "flower", "monitoring")
+ROLES = (
+    "fleet_common",
+    "pki",
+    "redis",
+    "redis_sentinel",
+    "rabbitmq",
+    "celery",
+    "flower",
+    "monitoring",
+)
 BEGIN = "<!-- BEGIN INPUTS (generated from meta/argument_specs.yml: make docs) -->"
 END = "<!-- END INPUTS -->"
 
