@@ -1,6 +1,7 @@
 """A clean stop of the primary (SIGTERM, as ``docker stop`` or systemd send) under a steady
-stream of tasks: every task runs, and every worker still answers a ping afterwards (the
-same symptom upstream: celery/celery#10502). Redis 7 on SIGTERM pauses writes, waits up to
+stream of tasks: every task runs (with reliable fetch; Kombu's own transport may lose the
+message each worker was popping at the stop, below), and every worker still answers a ping
+afterwards (the same symptom upstream: celery/celery#10502). Redis 7 on SIGTERM pauses writes, waits up to
 ``shutdown-timeout`` for its replicas to catch up, then exits and closes its clients;
 Sentinel then fails over.
 
@@ -42,6 +43,14 @@ RESTORE_INTERVAL = 2  # s; unacked_restore_interval
 ALL_RAN_WITHIN = 2 * (VISIBILITY + RESTORE_INTERVAL) + 10
 PING_WITHIN = 30.0  # s after the failover; a worker reconnects in a few seconds
 FETCH = {"kombu": {}, "reliable": {"CELERY_FLEET_RELIABLE_FETCH": "true"}}
+# Tasks that may never run. Kombu's own transport pops a message (BRPOP) before it records
+# it as unacknowledged, with a second command on another connection: a message popped as
+# the primary stops can be gone (docs/delivery.md; celery/kombu#305 asks for the fix). Each
+# worker has one BRPOP in flight, so at most one per worker. Seen: 1 task lost in 3 of 12
+# loaded runs with Kombu's transport once task events were off by default (faster
+# consumption, more pops in flight at the stop), 0 in 20 runs before. Reliable fetch closes
+# the window: none.
+MAY_BE_LOST = {"kombu": 2, "reliable": 0}
 
 
 def stacks(worker: Worker, fleet: RedisFleet) -> str:
@@ -165,7 +174,7 @@ def test_graceful_primary_stop_loses_no_task_and_workers_answer(
         assert worker.proc.poll() is None, worker.log_tail()
     assert not silent, report
     assert len(published) >= TASKS - 10, errors[:5]
-    assert not lost, (
+    assert len(lost) <= MAY_BE_LOST[fetch], (
         f"{len(lost)} of {len(published)} tasks never ran within {ALL_RAN_WITHIN} s "
         f"of the last publish: {lost[:10]}"
     )
