@@ -1,9 +1,9 @@
 """A clean stop of the primary (SIGTERM, as ``docker stop`` or systemd send) under a steady
 stream of tasks: every task runs (with reliable fetch; Kombu's own transport may lose the
 message each worker was popping at the stop, below), and every worker still answers a ping
-afterwards (the same symptom upstream: celery/celery#10502). Redis 7 on SIGTERM pauses writes, waits up to
-``shutdown-timeout`` for its replicas to catch up, then exits and closes its clients;
-Sentinel then fails over.
+afterwards (the same symptom upstream: celery/celery#10502). Redis 7 on SIGTERM pauses
+writes, waits up to ``shutdown-timeout`` for its replicas to catch up, then exits and closes
+its clients; Sentinel then fails over.
 
 A primary and one replica behind three Sentinels, two workers (prefork, concurrency 2),
 a producer at a steady pace that outlasts the failover. "Ran" is counted in a file the
