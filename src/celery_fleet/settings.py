@@ -471,9 +471,10 @@ def _queues(name: str, raw: str) -> tuple[Queue, ...]:
 # ---------------------------------------------------------------------------------------
 def load(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return Celery settings (lowercase names) for the environment ``env``."""
-    from . import amqp  # imports this module
+    from . import amqp, cli_env  # both import this module
 
     env = dict(os.environ if env is None else env)
+    cli_env.check(env)
     raw: dict[str, Any] = dict(PRODUCTION_DEFAULTS)
     for variable, value in sorted(env.items()):
         if not variable.startswith(PREFIX) or variable.startswith("CELERY_FLEET_"):
