@@ -28,6 +28,7 @@ from celery.signals import before_task_publish
 from celery_fleet.deadletter import Config, Entry, store, writer
 from celery_fleet.deadletter.operator import PASSWORD_VAR, USERNAME_VAR, Operator
 from celery_fleet.deadletter.requeue import requeue
+from harness import cli as fleet_cli
 from harness import envs
 from harness.redis_procs import APP_USER, DEADLETTER_USER, HOST, Node, RedisFleet
 from harness.worker import MakeClient, StartWorker, Worker
@@ -116,13 +117,7 @@ def cli(deployment: Deployment, tmp_path: Path) -> Iterator[Callable[..., Any]]:
         files = ["--env-file", str(app_env)]
         if operator:
             files += ["--env-file", str(operator_env)]
-        done = subprocess.run(
-            [sys.executable, "-m", "celery_fleet.cli", "dead-letters", *args, *files, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = fleet_cli.run("dead-letters", *args, *files, "--json")
         assert done.returncode == expect, done.stdout + done.stderr
         return json.loads(done.stdout) if done.stdout.strip() else done.stderr
 

@@ -7,7 +7,6 @@ import json
 import logging
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from celery_fleet.amqp import DEAD_LETTER_EXCHANGE, is_amqp
 from celery_fleet.settings import SettingsError, load, masked
+from harness import cli
 
 SECRET = "Tr0ub4dor&3"  # percent-encoded in the URLs below
 ENCODED = "Tr0ub4dor%263"
@@ -313,15 +313,7 @@ def test_is_amqp() -> None:
 
 
 def run_cli(tmp_path: Path, lines: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env_file = tmp_path / "celery.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
-    return subprocess.run(
-        [sys.executable, "-m", "celery_fleet.cli", "settings", "--env-file", str(env_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return cli.settings(cli.write_env(tmp_path / "celery.env", lines))
 
 
 def test_cli_masks_amqp_passwords_in_output_and_errors(tmp_path: Path) -> None:
@@ -343,17 +335,11 @@ def test_cli_masks_amqp_passwords_in_output_and_errors(tmp_path: Path) -> None:
 
 
 def test_doctor_says_it_does_not_check_amqp_brokers_yet(tmp_path: Path) -> None:
-    env_file = tmp_path / "celery.env"
-    env_file.write_text(
-        f"CELERY_BROKER_URL=amqps://app:{ENCODED}@h1/fleet\nCELERY_RESULT_BACKEND={BACKEND}\n"
+    env_file = cli.write_env(
+        tmp_path / "celery.env",
+        {"CELERY_BROKER_URL": f"amqps://app:{ENCODED}@h1/fleet", "CELERY_RESULT_BACKEND": BACKEND},
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "celery_fleet.cli", "doctor", "--env-file", str(env_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = cli.run("doctor", "--env-file", str(env_file))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Redis brokers only" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr

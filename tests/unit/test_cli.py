@@ -4,23 +4,13 @@ real command."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from harness import cli
+
 SNIPPETS = Path(__file__).parent / "snippets"
-
-
-def run(env_file: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "celery_fleet.cli", "settings", "--env-file", str(env_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def snippet(tmp_path: Path, pem: dict[str, str]):  # type: ignore[no-untyped-def
     ],
 )
 def test_snippets_resolve_cleanly(name: str, snippet) -> None:  # type: ignore[no-untyped-def]
-    result = run(snippet(name))
+    result = cli.settings(snippet(name))
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["broker_url"].startswith(("redis://", "rediss://"))
@@ -65,7 +55,7 @@ def test_snippets_resolve_cleanly(name: str, snippet) -> None:  # type: ignore[n
     ],
 )
 def test_snippets_that_work_with_a_warning(name: str, warning: str, snippet) -> None:  # type: ignore[no-untyped-def]
-    result = run(snippet(name))
+    result = cli.settings(snippet(name))
     assert result.returncode == 0, result.stderr
     assert warning in result.stderr
 
@@ -85,7 +75,7 @@ def test_snippets_that_work_with_a_warning(name: str, warning: str, snippet) -> 
     ],
 )
 def test_snippet_mistakes_exit_2_with_one_paragraph(name: str, words: list[str], snippet) -> None:  # type: ignore[no-untyped-def]
-    result = run(snippet(name))
+    result = cli.settings(snippet(name))
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("error: ")
@@ -99,7 +89,7 @@ def test_cert_none_snippet_without_the_bogus_name_still_warns(snippet, tmp_path:
     path = snippet("managed-rediss-cert-none.env")
     lines = [ln for ln in path.read_text().splitlines() if "RESULT_BACKEND_USE_SSL" not in ln]
     path.write_text("\n".join(lines))
-    result = run(path)
+    result = cli.settings(path)
     assert result.returncode == 0
     assert "man-in-the-middle" in result.stderr
     settings = json.loads(result.stdout)
@@ -108,21 +98,14 @@ def test_cert_none_snippet_without_the_bogus_name_still_warns(snippet, tmp_path:
 
 def test_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"CELERY_BROKER_URL": "rediss://:hunter2@h:6379/0", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [sys.executable, "-m", "celery_fleet.cli", "settings"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    result = cli.run("settings", env=env)
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout + result.stderr
     assert json.loads(result.stdout)["broker_url"] == "rediss://:***@h:6379/0"
 
 
 def test_unreadable_env_file_exits_2(tmp_path: Path) -> None:
-    result = run(tmp_path / "missing.env")
+    result = cli.settings(tmp_path / "missing.env")
     assert result.returncode == 2
     assert "cannot read env file" in result.stderr
 
@@ -132,7 +115,7 @@ def test_pickle_exits_2_naming_the_variable_and_the_opt_in(tmp_path: Path) -> No
     env_file.write_text(
         "CELERY_BROKER_URL=rediss://:pw@h:6379/0\nCELERY_ACCEPT_CONTENT=json,pickle\n"
     )
-    result = run(env_file)
+    result = cli.settings(env_file)
     assert result.returncode == 2
     assert "CELERY_ACCEPT_CONTENT" in result.stderr
     assert "CELERY_FLEET_ALLOW_UNSAFE_SERIALIZERS=true" in result.stderr
