@@ -407,3 +407,58 @@ def test_an_extra_user_previous_password_is_checked(tmp_path: Path) -> None:
     task = task_output(out, "Check the extra ACL users")
     assert "ok: [node1]" in task, out
     assert "failed:" not in task, out
+
+
+# Values rendered into redis.conf, sentinel.conf and Flower's env file (plugins/filter/rendered.py).
+INJECTIONS = [
+    ("redis", {"redis_extra_config": {"hz": "10\nloadmodule /tmp/evil.so"}}, "has a line break"),
+    ("redis", {"redis_extra_config": {"enable-debug-command": "yes"}}, "is set by the role"),
+    ("redis", {"redis_extra_config": {"tls-port": 0, "port": 6379}}, "is set by the role"),
+    ("redis", {"redis_extra_config": {"Bad key": 1}}, 'has the directive "Bad key"'),
+    ("redis", {"redis_bind": ["127.0.0.1", "10.0.0.1\nprotected-mode no"]}, "redis_bind[1] is"),
+    ("redis", {"redis_replica_announce_ip": "10.0.0.1 6380"}, "redis_replica_announce_ip is"),
+    (
+        "redis_sentinel",
+        {"redis_sentinel_announce_ip": "10.0.0.1\nsentinel deny-scripts-reconfig no"},
+        "redis_sentinel_announce_ip is",
+    ),
+    ("redis_sentinel", {"redis_sentinel_bind": ["127.0.0.1 0.0.0.0"]}, "redis_sentinel_bind[0] is"),
+    (
+        "flower",
+        {"flower_settings": {"CELERY_X": 'a"\nLD_PRELOAD="/tmp/evil.so'}},
+        "flower_settings CELERY_X has a quote",
+    ),
+    ("flower", {"flower_settings": {"lower": "x"}}, 'flower_settings has the name "lower"'),
+]
+
+
+@pytest.mark.parametrize(("role", "bad", "problem"), INJECTIONS)
+def test_a_value_that_would_add_a_line_to_a_rendered_file_fails_preflight(
+    tmp_path: Path, role: str, bad: dict[str, Any], problem: str
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **bad})
+    assert "failed=1" in out, out
+    assert problem in flat(out).replace('\\"', '"'), out
+
+
+@pytest.mark.parametrize(
+    ("role", "fine"),
+    [
+        ("redis", {"redis_extra_config": {"hz": 20, "save": "900 1"}}),
+        (
+            "redis",
+            {
+                "redis_extra_config": {"enable-debug-command": "local"},
+                "redis_extra_config_unsafe": True,
+            },
+        ),
+        ("redis", {"redis_bind": ["-::1", "10.0.0.1", "redis-1.internal"]}),
+        ("redis_sentinel", {"redis_sentinel_announce_ip": "sentinel-1.example.net"}),
+        ("flower", {"flower_settings": {"CELERY_X": "it's fine", "CELERY_Y": {"a": [1, 2]}}}),
+    ],
+)
+def test_plain_values_for_rendered_files_pass(
+    tmp_path: Path, role: str, fine: dict[str, Any]
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **fine})
+    assert "failed=0" in out, out
