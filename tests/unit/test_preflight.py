@@ -355,3 +355,28 @@ def test_an_extra_user_previous_password_is_checked(tmp_path: Path) -> None:
     task = task_output(out, "Check the extra ACL users")
     assert "ok: [node1]" in task, out
     assert "failed:" not in task, out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"celery_doctor_interval": "5 minutes"},
+        {"celery_doctor_interval": "0m"},
+        {"celery_doctor_metrics_dir": "var/lib/textfile"},
+        {"celery_doctor_expect_workers": ["default"]},
+        {"celery_service_manager": "supervisor", "celery_doctor_timer": True},
+    ],
+)
+def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, Any]) -> None:
+    out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **bad})
+    failed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+    assert "celery_doctor_interval is" in failed, out
+
+
+def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path: Path) -> None:
+    for manager in ("systemd", "supervisor"):
+        out = preflight(
+            tmp_path, "celery", {"celery_redis_password": GOOD, "celery_service_manager": manager}
+        )
+        passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+        assert "ok: [node1]" in passed, out
