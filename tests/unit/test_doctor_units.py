@@ -98,6 +98,9 @@ def test_systemd_analyze_verify_accepts_both_units(tmp_path: Path) -> None:
         check=False,
         env={"SYSTEMD_LOG_LEVEL": "warning", "PATH": "/usr/bin:/bin"},
     )
+    # Hosts (and the molecule containers) without man pages: verify runs `man` for man: links.
+    for text in rendered.values():
+        assert all(v.startswith("https://") for v in directives(text)["Documentation"])
     problems = [ln for ln in done.stderr.splitlines() if "celery-fleet-doctor" in ln]
     assert done.returncode == 0, done.stderr
     assert problems == [], done.stderr
