@@ -365,6 +365,7 @@ def test_an_extra_user_previous_password_is_checked(tmp_path: Path) -> None:
         {"celery_doctor_metrics_dir": "var/lib/textfile"},
         {"celery_doctor_expect_workers": ["default"]},
         {"celery_service_manager": "supervisor", "celery_doctor_timer": True},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//", "celery_doctor_timer": True},
     ],
 )
 def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, Any]) -> None:
@@ -374,9 +375,11 @@ def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, A
 
 
 def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path: Path) -> None:
-    for manager in ("systemd", "supervisor"):
-        out = preflight(
-            tmp_path, "celery", {"celery_redis_password": GOOD, "celery_service_manager": manager}
-        )
+    for variables in (
+        {"celery_service_manager": "systemd"},
+        {"celery_service_manager": "supervisor"},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//"},
+    ):
+        out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **variables})
         passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
         assert "ok: [node1]" in passed, out
