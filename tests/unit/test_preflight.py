@@ -462,3 +462,31 @@ def test_plain_values_for_rendered_files_pass(
 ) -> None:
     out = preflight(tmp_path, role, {**valid(tmp_path, role), **fine})
     assert "failed=0" in out, out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"celery_doctor_interval": "5 minutes"},
+        {"celery_doctor_interval": "0m"},
+        {"celery_doctor_metrics_dir": "var/lib/textfile"},
+        {"celery_doctor_expect_workers": ["default"]},
+        {"celery_service_manager": "supervisor", "celery_doctor_timer": True},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//", "celery_doctor_timer": True},
+    ],
+)
+def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, Any]) -> None:
+    out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **bad})
+    failed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+    assert "celery_doctor_interval is" in failed, out
+
+
+def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path: Path) -> None:
+    for variables in (
+        {"celery_service_manager": "systemd"},
+        {"celery_service_manager": "supervisor"},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//"},
+    ):
+        out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **variables})
+        passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+        assert "ok: [node1]" in passed, out
