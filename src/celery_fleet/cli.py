@@ -8,14 +8,17 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import envfile
+from . import certfiles, envfile, metrics
 from .settings import SettingsError, load, masked
 
 EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT = 0, 1, 2
+# The metrics' name for the doctor's own run (1: it could check; 0: bad settings, env file).
+METRICS_SELF_CHECK = "doctor"
 
 
 def _settings(args: argparse.Namespace) -> int:
@@ -36,8 +39,19 @@ def _read_env(args: argparse.Namespace) -> dict[str, str]:
 def _doctor(args: argparse.Namespace) -> int:
     from . import doctor
 
+    metrics_file = Path(args.metrics_file) if args.metrics_file else None
+    if metrics_file is not None:
+        try:
+            metrics.check_path(metrics_file)
+        except metrics.MetricsFileError as exc:
+            print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
+            return EXIT_CANNOT
+    results: list[doctor.Result] = []
+    certificates: dict[str, float] = {}
     try:
         env = _read_env(args)
+        if metrics_file is not None:
+            certificates = _certificates(load(env), results)
         auth = None
         if args.flower_auth_file:
             auth = Path(args.flower_auth_file).read_text(encoding="utf-8").strip()
@@ -47,16 +61,47 @@ def _doctor(args: argparse.Namespace) -> int:
             flower_auth=auth,
             timeout=args.timeout,
         )
-        results = doctor.run(env, options)
+        results = doctor.run(env, options) + results
     except (SettingsError, envfile.EnvFileError, OSError) as exc:
         print(textwrap.fill(f"error: cannot check: {exc}", width=100), file=sys.stderr)
-        return EXIT_CANNOT
-    if args.json:
-        json.dump(doctor.as_json(results), sys.stdout, indent=2)
-        print()
+        if metrics_file is None:
+            return EXIT_CANNOT
+        # The reason went to stderr (the journal); the metric says only that it failed.
+        results.append(doctor.error(METRICS_SELF_CHECK, "cannot check"))
     else:
-        print(doctor.render(results))
-    return doctor.exit_status(results)
+        if args.json:
+            json.dump(doctor.as_json(results), sys.stdout, indent=2)
+            print()
+        else:
+            print(doctor.render(results))
+        if metrics_file is None:
+            return doctor.exit_status(results)
+        results.append(doctor.ok(METRICS_SELF_CHECK, "ran"))
+    # With --metrics-file the verdicts are in the file and alerted on there: the exit status
+    # says only whether the file was written, so a timer's unit fails on that alone.
+    text = metrics.exposition(metrics.verdicts(results), certificates, time.time())
+    try:
+        metrics.write(metrics_file, text)
+    except metrics.MetricsFileError as exc:
+        print(textwrap.fill(f"error: {exc}", width=100), file=sys.stderr)
+        return EXIT_CANNOT
+    return EXIT_OK
+
+
+def _certificates(settings: Mapping[str, Any], results: list[Any]) -> dict[str, float]:
+    """notAfter of each certificate file the settings name; a check result per file."""
+    from . import doctor
+
+    expiry: dict[str, float] = {}
+    for path in certfiles.paths(settings):
+        check = f"certificate {path}"
+        try:
+            expiry[path] = certfiles.not_after(path).timestamp()
+        except certfiles.CertificateFileError as exc:
+            results.append(doctor.finding(check, str(exc)))
+        else:
+            results.append(doctor.ok(check, "readable"))
+    return expiry
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
@@ -148,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check a running deployment: TLS, auth, replication, Sentinels, workers, beat",
         description="Check the deployment the env file points at. Exit 0 healthy, "
-        "1 findings, 2 cannot check.",
+        "1 findings, 2 cannot check. With --metrics-file: exit 0 when the file is written "
+        "(the verdicts are in it), 2 when it is not.",
     )
     doc.add_argument("--env-file", metavar="FILE", help="the app's env file (celery.env)")
     doc.add_argument("--expect-workers", metavar="NAMES", help="comma-separated node names")
@@ -156,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--flower-auth-file", metavar="FILE", help="file with user:password")
     doc.add_argument("--timeout", type=float, default=5.0, help="seconds per probe")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
+    doc.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="also write the verdicts and certificate expiry in Prometheus' text format to "
+        "PATH (*.prom, for node exporter's textfile collector; docs/monitoring.md)",
+    )
     doc.set_defaults(func=_doctor)
     _add_dead_letters(sub)
     return parser

@@ -475,7 +475,7 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
         time.sleep(2)
     assert seen == expected, seen
     groups = {g["name"] for g in prometheus_api(port, "rules")["groups"]}
-    assert groups == {"celery", "redis", "tls"}, groups
+    assert groups == {"celery", "redis", "tls", "doctor"}, groups
     alertmanagers = prometheus_api(port, "alertmanagers")["activeAlertmanagers"]
     assert [a["url"] for a in alertmanagers] == ["http://alertmanager:9093/api/v2/alerts"]
     ready = stack.compose(

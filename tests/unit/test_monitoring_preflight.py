@@ -129,3 +129,29 @@ def test_a_host_without_fleet_address_is_refused(tmp_path: Path) -> None:
     errors = " ".join(line for line in out.splitlines() if line.startswith("[ERROR]"))
     assert "fleet_address" in errors, out
     assert "':6379'" in errors, out
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"monitoring_doctor_interval": "5 minutes"}, "monitoring_doctor_interval"),
+        ({"monitoring_doctor_interval": "1d"}, "monitoring_doctor_interval"),
+        ({"monitoring_doctor_check_failing_for": "ten"}, "monitoring_doctor_check_failing_for"),
+        ({"monitoring_node_targets": [":9100"]}, "monitoring_node_targets"),
+    ],
+)
+def test_bad_doctor_input_fails_naming_the_variable(
+    tmp_path: Path, variables: dict[str, Any], named: str
+) -> None:
+    rc, out = preflight(tmp_path, variables)
+    assert rc != 0, out
+    errors = " ".join(line for line in out.splitlines() if line.startswith("[ERROR]"))
+    assert named in errors, out
+
+
+def test_the_doctor_interval_follows_role_celery(tmp_path: Path) -> None:
+    rc, out = preflight(tmp_path, {"celery_doctor_interval": "90s"})
+    assert rc == 0, out
+    rc, out = preflight(tmp_path, {"celery_doctor_interval": "90 s"})
+    assert rc != 0, out
+    assert "'90 s'" in out, out

@@ -115,6 +115,40 @@ def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> Non
     assert jobs["flower"]["metrics_path"] == "/flower/metrics"
 
 
+def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> None:
+    """Job node (the doctor's metrics): fleet_address:9100 of the celery hosts, each once."""
+    files = _render(
+        tmp_path,
+        groups={
+            **INVENTORY["groups"],
+            "celery_workers": ["worker-1", "worker-2"],
+            "celery_beat": ["worker-1"],
+        },
+        hostvars={**INVENTORY["hostvars"], "worker-1": {"fleet_address": "192.0.2.21"}},
+    )
+    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
+    }
+    assert jobs["node"]["static_configs"][0]["targets"] == ["192.0.2.21:9100", "192.0.2.22:9100"]
+
+
+def test_doctor_not_running_waits_three_intervals(tmp_path: Path) -> None:
+    """celery_doctor_interval (systemd's and Prometheus' N s/m/h) sets DoctorNotRunning: last
+    run older than two intervals, for one more."""
+    for interval, seconds in (("5m", 600), ("90s", 180), ("1h", 7200)):
+        rules = yaml.safe_load(
+            _render(tmp_path, celery_doctor_interval=interval)["alerts.rules.yml"].read_text()
+        )
+        rule = next(
+            r for g in rules["groups"] for r in g["rules"] if r["alert"] == "DoctorNotRunning"
+        )
+        assert f"_seconds > {seconds} or (" in rule["expr"], rule["expr"]
+        assert rule["for"] == interval
+
+
 def test_rules_pass_promtool(tmp_path: Path) -> None:
     files = _render(tmp_path)
     result = _run(_tool("promtool"), "check", "rules", str(files["alerts.rules.yml"]))

@@ -1,12 +1,14 @@
 """Every password input goes through the one check (plugins/filter/fleet.py), in each role's real
 preflight, before anything touches a host: ansible-playbook runs the preflight task files
-against localhost with one bad value at a time and must fail naming the variable, without
-printing the value."""
+against localhost with one bad value at a time and must fail naming the variable and what is
+wrong, without printing the value. The same preflight with only valid inputs passes (the
+control: a check that refused everything, or a failure elsewhere, cannot pass the tests)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,17 +37,48 @@ REDIS = {
     "redis_sentinel_auth_password": GOOD + "e",
     "flower_redis_password": GOOD + "f",
 }
-SENTINEL = {"redis_sentinel_password": GOOD + "g", "redis_sentinel_auth_password": GOOD + "e"}
+SENTINEL = {
+    "redis_sentinel_password": GOOD + "g",
+    "redis_sentinel_auth_password": GOOD + "e",
+    "redis_sentinel_client_password": GOOD + "k",
+}
 SENTINEL_OTHER = {"redis_sentinel_quorum": 1}
 FLOWER = {"flower_basic_auth_password": GOOD + "h", "flower_redis_password": GOOD + "f"}
+# The rest of each preflight's inputs: TLS files that exist (the preflight only looks for
+# them), no wheelhouse to look for.
+TLS_FILES = {
+    "redis": ["redis_tls_cert_file", "redis_tls_key_file", "redis_tls_ca_cert_file"],
+    "redis_sentinel": [
+        "redis_sentinel_tls_cert_file",
+        "redis_sentinel_tls_key_file",
+        "redis_sentinel_tls_ca_cert_file",
+    ],
+    "flower": [],
+}
+VALID = {
+    "redis": REDIS,
+    "redis_sentinel": {**SENTINEL, **SENTINEL_OTHER},
+    "flower": {**FLOWER, "flower_wheelhouse": ""},
+}
+
+
+def valid(tmp_path: Path, role: str) -> dict[str, Any]:
+    """Inputs with which ROLE's whole preflight passes (test_the_valid_inputs_pass)."""
+    files = {}
+    for name in TLS_FILES[role]:
+        (tmp_path / name).write_text("exists\n")
+        files[name] = str(tmp_path / name)
+    return {**VALID[role], **files}
+
+
 # Each variable once, the kinds of weakness in turn (the filter's own test covers them all).
 CASES = [
-    (role, name, valid, sorted(WEAK)[i % len(WEAK)])
-    for i, (role, name, valid) in enumerate(
+    (role, name, sorted(WEAK)[i % len(WEAK)])
+    for i, (role, name) in enumerate(
         [
-            *[("redis", name, REDIS) for name in REDIS],
-            *[("redis_sentinel", name, {**SENTINEL, **SENTINEL_OTHER}) for name in SENTINEL],
-            *[("flower", name, FLOWER) for name in FLOWER],
+            *[("redis", name) for name in REDIS],
+            *[("redis_sentinel", name) for name in SENTINEL],
+            *[("flower", name) for name in FLOWER],
         ]
     )
 ]
@@ -127,35 +160,49 @@ def preflight(
     return result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("role", "variable", "valid", "kind"), CASES)
+def flat(out: str) -> str:
+    """The output with every run of white space as one space (messages are folded)."""
+    return " ".join(out.split())
+
+
+@pytest.mark.parametrize("role", sorted(VALID))
+def test_the_valid_inputs_pass_each_preflight(tmp_path: Path, role: str) -> None:
+    out = preflight(tmp_path, role, valid(tmp_path, role))
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", out), out
+
+
+@pytest.mark.parametrize(("role", "variable", "kind"), CASES)
 def test_a_weak_password_fails_preflight_naming_the_variable(
-    tmp_path: Path, role: str, variable: str, valid: dict[str, Any], kind: str
+    tmp_path: Path, role: str, variable: str, kind: str
 ) -> None:
-    out = preflight(tmp_path, role, {**valid, variable: WEAK[kind]})
-    failed = [line for line in out.splitlines() if "fatal:" in line or "failed:" in line]
-    assert failed, out
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), variable: WEAK[kind]})
     shown = (
         variable.replace("flower_redis_password", "redis_flower_password")
         if role == "redis"
         else variable
     )
-    assert shown in out, out
+    assert f"{shown} {_filter()(WEAK[kind])}" in flat(out), out
+    assert "failed=1" in out, out
     assert WEAK[kind] not in out
 
 
 def test_extra_users_are_checked_too(tmp_path: Path) -> None:
+    user = {"name": "reports", "password": WEAK["placeholder"], "rules": "~r:* +@read"}
     out = preflight(
-        tmp_path,
-        "redis",
-        {
-            **REDIS,
-            "redis_extra_acl_users": [
-                {"name": "reports", "password": WEAK["placeholder"], "rules": "~r:* +@read"},
-            ],
-        },
+        tmp_path, "redis", {**valid(tmp_path, "redis"), "redis_extra_acl_users": [user]}
     )
-    assert "redis_extra_acl_users[0]" in out, out
+    assert "redis_extra_acl_users[0] (name 'reports')" in flat(out), out
+    assert "its password looks like a placeholder" in flat(out), out
     assert WEAK["placeholder"] not in out
+
+
+def test_extra_basic_auth_users_are_checked_too(tmp_path: Path) -> None:
+    extra = ["ops:" + WEAK["run"]]
+    out = preflight(
+        tmp_path, "flower", {**valid(tmp_path, "flower"), "flower_basic_auth_extra": extra}
+    )
+    assert f"flower_basic_auth_extra[0] password {_filter()(WEAK['run'])}" in flat(out), out
+    assert WEAK["run"] not in out
 
 
 @pytest.mark.parametrize(
@@ -169,20 +216,21 @@ def test_extra_users_are_checked_too(tmp_path: Path) -> None:
     ],
 )
 def test_extra_users_cannot_inject_acl_lines(tmp_path: Path, name: str, rules: str) -> None:
+    user = {"name": name, "password": GOOD, "rules": rules}
     out = preflight(
-        tmp_path,
-        "redis",
-        {**REDIS, "redis_extra_acl_users": [{"name": name, "password": GOOD, "rules": rules}]},
+        tmp_path, "redis", {**valid(tmp_path, "redis"), "redis_extra_acl_users": [user]}
     )
-    assert "redis_extra_acl_users[0]" in out, out
+    task = task_output(out, "Check the extra ACL users")
+    assert "failed: [node1]" in task, out
+    assert "redis_extra_acl_users[0] (name '" in flat(task), out
 
 
-def test_good_passwords_pass(tmp_path: Path) -> None:
-    out = preflight(tmp_path, "flower", FLOWER)
-    assert "Check the basic auth passwords" in out
-    assert (
-        "flower_basic_auth_password" not in out.split("Check the broker")[0].split("passwords")[1]
+def test_a_plain_extra_user_passes(tmp_path: Path) -> None:
+    user = {"name": "reports", "password": GOOD, "rules": "~reports:* +@read"}
+    out = preflight(
+        tmp_path, "redis", {**valid(tmp_path, "redis"), "redis_extra_acl_users": [user]}
     )
+    assert "failed=0" in out, out
 
 
 @pytest.mark.parametrize(
@@ -293,14 +341,10 @@ def test_confirmed_publish_needs_reliable_fetch_and_a_number(tmp_path: Path) -> 
 
 # A rotation's previous passwords: the same check as the new ones, and not the new one.
 PREVIOUS = [
-    ("redis", "redis_app_password", REDIS),
-    ("redis", "redis_admin_password", REDIS),
-    ("redis", "redis_sentinel_auth_password", REDIS),
-    (
-        "redis_sentinel",
-        "redis_sentinel_password",
-        {**SENTINEL, **SENTINEL_OTHER, "redis_sentinel_client_password": GOOD + "k"},
-    ),
+    ("redis", "redis_app_password"),
+    ("redis", "redis_admin_password"),
+    ("redis", "redis_sentinel_auth_password"),
+    ("redis_sentinel", "redis_sentinel_password"),
 ]
 
 
@@ -311,28 +355,31 @@ def task_output(out: str, task: str) -> str:
     return out[start : end if end != -1 else len(out)]
 
 
-@pytest.mark.parametrize(("role", "variable", "valid"), PREVIOUS)
+@pytest.mark.parametrize(("role", "variable"), PREVIOUS)
 def test_a_previous_password_equal_to_the_new_one_fails_preflight(
-    tmp_path: Path, role: str, variable: str, valid: dict[str, Any]
+    tmp_path: Path, role: str, variable: str
 ) -> None:
-    out = preflight(tmp_path, role, {**valid, f"{variable}_previous": valid[variable]})
-    assert "fatal:" in out or "failed:" in out, out
+    inputs = valid(tmp_path, role)
+    out = preflight(tmp_path, role, {**inputs, f"{variable}_previous": inputs[variable]})
+    assert "failed=1" in out, out
     assert f"{variable}_previous equals {variable}" in out, out
-    assert valid[variable] not in out
+    assert inputs[variable] not in out
 
 
-@pytest.mark.parametrize(("role", "variable", "valid"), PREVIOUS)
-def test_a_weak_previous_password_fails_preflight(
-    tmp_path: Path, role: str, variable: str, valid: dict[str, Any]
-) -> None:
-    out = preflight(tmp_path, role, {**valid, f"{variable}_previous": WEAK["placeholder"]})
-    assert "fatal:" in out or "failed:" in out, out
-    assert f"{variable}_previous" in out, out
+@pytest.mark.parametrize(("role", "variable"), PREVIOUS)
+def test_a_weak_previous_password_fails_preflight(tmp_path: Path, role: str, variable: str) -> None:
+    out = preflight(
+        tmp_path, role, {**valid(tmp_path, role), f"{variable}_previous": WEAK["placeholder"]}
+    )
+    assert "failed=1" in out, out
+    assert f"{variable}_previous looks like a placeholder" in flat(out), out
     assert WEAK["placeholder"] not in out
 
 
 def test_a_valid_previous_password_passes_preflight(tmp_path: Path) -> None:
-    out = preflight(tmp_path, "redis", {**REDIS, "redis_app_password_previous": GOOD + "z"})
+    inputs = {**valid(tmp_path, "redis"), "redis_app_password_previous": GOOD + "z"}
+    out = preflight(tmp_path, "redis", inputs)
+    assert "failed=0" in out, out
     task = task_output(out, "Check the previous passwords of a rotation")
     assert "ok: [node1] => (item=redis_app_password_previous)" in task, out
     assert "fatal:" not in task, out
@@ -343,15 +390,103 @@ def test_a_valid_previous_password_passes_preflight(tmp_path: Path) -> None:
 def test_an_extra_user_previous_password_is_checked(tmp_path: Path) -> None:
     user = {"name": "reports", "password": GOOD, "rules": "~r:* +@read"}
     out = preflight(
-        tmp_path, "redis", {**REDIS, "redis_extra_acl_users": [user | {"password_previous": GOOD}]}
+        tmp_path,
+        "redis",
+        {**valid(tmp_path, "redis"), "redis_extra_acl_users": [user | {"password_previous": GOOD}]},
     )
     assert "redis_extra_acl_users[0]" in out, out
     assert "equals its password" in out, out
     out = preflight(
         tmp_path,
         "redis",
-        {**REDIS, "redis_extra_acl_users": [user | {"password_previous": GOOD + "y"}]},
+        {
+            **valid(tmp_path, "redis"),
+            "redis_extra_acl_users": [user | {"password_previous": GOOD + "y"}],
+        },
     )
     task = task_output(out, "Check the extra ACL users")
     assert "ok: [node1]" in task, out
     assert "failed:" not in task, out
+
+
+# Values rendered into redis.conf, sentinel.conf and Flower's env file (plugins/filter/rendered.py).
+INJECTIONS = [
+    ("redis", {"redis_extra_config": {"hz": "10\nloadmodule /tmp/evil.so"}}, "has a line break"),
+    ("redis", {"redis_extra_config": {"enable-debug-command": "yes"}}, "is set by the role"),
+    ("redis", {"redis_extra_config": {"tls-port": 0, "port": 6379}}, "is set by the role"),
+    ("redis", {"redis_extra_config": {"Bad key": 1}}, 'has the directive "Bad key"'),
+    ("redis", {"redis_bind": ["127.0.0.1", "10.0.0.1\nprotected-mode no"]}, "redis_bind[1] is"),
+    ("redis", {"redis_replica_announce_ip": "10.0.0.1 6380"}, "redis_replica_announce_ip is"),
+    (
+        "redis_sentinel",
+        {"redis_sentinel_announce_ip": "10.0.0.1\nsentinel deny-scripts-reconfig no"},
+        "redis_sentinel_announce_ip is",
+    ),
+    ("redis_sentinel", {"redis_sentinel_bind": ["127.0.0.1 0.0.0.0"]}, "redis_sentinel_bind[0] is"),
+    (
+        "flower",
+        {"flower_settings": {"CELERY_X": 'a"\nLD_PRELOAD="/tmp/evil.so'}},
+        "flower_settings CELERY_X has a quote",
+    ),
+    ("flower", {"flower_settings": {"lower": "x"}}, 'flower_settings has the name "lower"'),
+]
+
+
+@pytest.mark.parametrize(("role", "bad", "problem"), INJECTIONS)
+def test_a_value_that_would_add_a_line_to_a_rendered_file_fails_preflight(
+    tmp_path: Path, role: str, bad: dict[str, Any], problem: str
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **bad})
+    assert "failed=1" in out, out
+    assert problem in flat(out).replace('\\"', '"'), out
+
+
+@pytest.mark.parametrize(
+    ("role", "fine"),
+    [
+        ("redis", {"redis_extra_config": {"hz": 20, "save": "900 1"}}),
+        (
+            "redis",
+            {
+                "redis_extra_config": {"enable-debug-command": "local"},
+                "redis_extra_config_unsafe": True,
+            },
+        ),
+        ("redis", {"redis_bind": ["-::1", "10.0.0.1", "redis-1.internal"]}),
+        ("redis_sentinel", {"redis_sentinel_announce_ip": "sentinel-1.example.net"}),
+        ("flower", {"flower_settings": {"CELERY_X": "it's fine", "CELERY_Y": {"a": [1, 2]}}}),
+    ],
+)
+def test_plain_values_for_rendered_files_pass(
+    tmp_path: Path, role: str, fine: dict[str, Any]
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **fine})
+    assert "failed=0" in out, out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"celery_doctor_interval": "5 minutes"},
+        {"celery_doctor_interval": "0m"},
+        {"celery_doctor_metrics_dir": "var/lib/textfile"},
+        {"celery_doctor_expect_workers": ["default"]},
+        {"celery_service_manager": "supervisor", "celery_doctor_timer": True},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//", "celery_doctor_timer": True},
+    ],
+)
+def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, Any]) -> None:
+    out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **bad})
+    failed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+    assert "celery_doctor_interval is" in failed, out
+
+
+def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path: Path) -> None:
+    for variables in (
+        {"celery_service_manager": "systemd"},
+        {"celery_service_manager": "supervisor"},
+        {"celery_broker_url": "amqps://app:pw@rabbit:5671//"},
+    ):
+        out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **variables})
+        passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
+        assert "ok: [node1]" in passed, out
