@@ -16,9 +16,11 @@ from pathlib import Path
 
 import fleet
 import pytest
-from test_fleet import NODES, REPO, WITH_ENV, WORKER_UNIT, _doctor, sh, wait_workers
+from test_fleet import ENV_FILE, NODES, REPO, WITH_ENV, WORKER_UNIT, _doctor, sh, wait_workers
 
 STOP_FILE = "/tmp/rolling-producer.stop"
+# The worker setting the test changes.
+VARIABLE = "CELERY_WORKER_PREFETCH_MULTIPLIER"
 # Publishes a task every 0.1 s until STOP_FILE exists, then waits for every result.
 PRODUCER = f"""
 import json, os, time
@@ -71,21 +73,20 @@ def test_a_setting_change_rolls_the_workers_one_host_at_a_time_and_loses_no_task
 ) -> None:
     wait_workers()
     since = int(sh(NODES[0], "date +%s").stdout) - 1
-    sh(NODES[0], f"rm -f {STOP_FILE}")
+    sh(NODES[0], f"rm -f {STOP_FILE}; cat > /tmp/rolling-producer.py <<'EOF'\n{PRODUCER}\nEOF")
+    # A value the workers do not have yet (the test may run again on kept containers).
+    current = sh(NODES[0], f"grep -h '^{VARIABLE}=' {ENV_FILE} || true").stdout
+    value = int(re.sub(r"\D", "", current) or 1) + 1
     producer = subprocess.Popen(
-        ["docker", "exec", "-i", NODES[0], "bash", "-c", f"{WITH_ENV} python3 -"],
-        stdin=subprocess.PIPE,
+        ["docker", "exec", NODES[0], "bash", "-c", f"{WITH_ENV} python3 /tmp/rolling-producer.py"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert producer.stdin is not None
-    producer.stdin.write(PRODUCER)
-    producer.stdin.close()
     try:
         time.sleep(5)  # tasks published before the change
         settings = dict(fleet.group_vars()["celery_settings"])
-        settings["CELERY_WORKER_PREFETCH_MULTIPLIER"] = 2
+        settings[VARIABLE] = value
         extra = tmp_path / "change.json"
         extra.write_text(json.dumps({"celery_settings": settings}))
         converge = fleet.converge(["-e", f"@{extra}"], playbook=REPO / "playbooks/celery.yml")
@@ -108,8 +109,8 @@ def test_a_setting_change_rolls_the_workers_one_host_at_a_time_and_loses_no_task
     for (_, ready), (next_stop, _) in itertools.pairwise(spans):
         assert ready <= next_stop, f"two hosts were down at once: {spans}"
     for node in NODES:
-        env = sh(node, "grep -c '^CELERY_WORKER_PREFETCH_MULTIPLIER=' /etc/celery-fleet/celery.env")
-        assert env.stdout.strip() == "1", f"{node}: the change did not reach celery.env"
+        env = sh(node, f"grep '^{VARIABLE}=' {ENV_FILE}").stdout
+        assert env.strip() == f'{VARIABLE}="{value}"', f"{node}: the change is not in celery.env"
         journal = sh(node, f"journalctl -u {WORKER_UNIT} --since @{since} --no-pager").stdout
         assert not AUTH_OR_TLS_ERROR.search(journal), AUTH_OR_TLS_ERROR.findall(journal)
     wait_workers()
