@@ -12,7 +12,7 @@ APP_REQUIREMENTS ?=
 WHEEL_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
 
-.PHONY: wheelhouse deploy verify test-molecule-fleet
+.PHONY: wheelhouse deploy verify restart-workers test-molecule-fleet
 
 $(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
 	@echo "==> wheelhouse $(WHEELHOUSE) (python $(WHEEL_PYTHON), $(WHEEL_ARCH))"
@@ -32,6 +32,9 @@ wheelhouse: $(WHEELHOUSE)/.done ## Wheels the hosts install from (no PyPI on the
 
 deploy: setup wheelhouse ## Deploy everything: make deploy INVENTORY=path/to/hosts.yml
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) playbooks/site.yml $(DEPLOY_ARGS)
+
+restart-workers: setup wheelhouse ## Rolling restart of the workers, one host at a time: make restart-workers INVENTORY=...
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) -e celery_rolling_restart=true playbooks/celery.yml $(DEPLOY_ARGS)
 
 verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)

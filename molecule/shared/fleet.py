@@ -193,8 +193,11 @@ CONVERGE_TIMEOUT = 840
 CONVERGE_TEST_TIMEOUT = 900
 
 
-def converge(extra_args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the scenario's converge playbook again, with molecule's inventory and config."""
+def converge(
+    extra_args: list[str] | None = None, playbook: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the scenario's converge playbook again (or ``playbook``, e.g. one layer's), with
+    molecule's inventory and config."""
     ephemeral = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(ephemeral / "ansible.cfg"))
@@ -205,7 +208,7 @@ def converge(extra_args: list[str] | None = None) -> subprocess.CompletedProcess
         "ansible-playbook",
         "--inventory",
         str(ephemeral / "inventory"),
-        str(MOLECULE_DIR / scenario_name() / "converge.yml"),
+        str(playbook or MOLECULE_DIR / scenario_name() / "converge.yml"),
         *(extra_args or []),
     ]
     start = time.monotonic()

@@ -323,8 +323,12 @@ def test_flowers_https_certificate_cannot_log_in_to_redis() -> None:
     """Flower's HTTPS certificate is serverAuth only: Redis refuses it as a client
     certificate, so a stolen Flower key cannot talk to the broker (nor pose as a replica)."""
     assert "PONG" in as_flower("PING")  # the control: a client certificate works
+    # The files are there and readable: the refusal below is the TLS handshake's.
+    sh(FLOWER_NODE, "test -r /etc/flower/tls/server.pem && test -r /etc/flower/tls/server.key")
     refused = as_flower("PING", cert="/etc/flower/tls/server")
     assert "PONG" not in refused, refused
+    assert not re.search(r"NOPERM|WRONGPASS", refused), refused
+    assert re.search(r"SSL|TLS|I/O error|Connection reset|certificate", refused), refused
 
 
 @pytest.mark.parametrize(
