@@ -126,6 +126,7 @@ RABBIT = {
     "celery_redis_password": GOOD,
     "celery_rabbitmq_password": GOOD + "r",
     "celery_rabbitmq_group": "redis",
+    "rabbitmq_app_queues": ["default"],
 }
 
 
@@ -152,6 +153,11 @@ def test_complete_rabbitmq_inputs_pass_preflight(tmp_path: Path) -> None:
         ({"celery_beat_lock": True}, "celery_beat_lock needs a Redis broker"),
         ({"celery_broker_wait_replicas": 1}, "celery_broker_wait_replicas is confirmed publish"),
         ({"celery_sentinel_group": "none"}, "there is no result backend"),
+        ({"rabbitmq_app_queues": []}, "the queues default of celery_worker_pools are outside"),
+        (
+            {"celery_worker_pools": [{"name": "io", "queues": ["celery", "io", "mail"]}]},
+            "the queues io, mail of celery_worker_pools",
+        ),
     ],
 )
 def test_missing_or_redis_only_inputs_fail_rabbitmq_preflight(
