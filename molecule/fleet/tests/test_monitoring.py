@@ -168,10 +168,15 @@ def test_prometheus_scrapes_flower_and_every_redis_node_through_the_exporter() -
     assert len(masters) == 1, masters
     beats = query('max(redis_keys_count{job="redis", db="db0"})')
     assert [b["value"][1] for b in beats] == ["1"], beats
-    online = query("flower_worker_online == 1")
-    assert {r["metric"]["worker"] for r in online} >= {
-        f"default@{n}" for n in fleet.hosts_in("celery_workers")
-    }
+    # test_fleet.py's last fault test has just restarted a worker: Flower sets its gauge
+    # back to 1 on that worker's worker-online event (the start takes up to ~60 s loaded).
+    workers = {f"default@{n}" for n in fleet.hosts_in("celery_workers")}
+    fleet.wait_for(
+        lambda: {r["metric"]["worker"] for r in query("flower_worker_online == 1")} >= workers,
+        120,
+        f"Flower to report {sorted(workers)} online",
+        interval=2,
+    )
     rules = prometheus("/api/v1/rules")["groups"]
     assert {g["name"] for g in rules} == {"celery", "redis", "tls"}
     alertmanagers = prometheus("/api/v1/alertmanagers")["activeAlertmanagers"]
