@@ -420,6 +420,27 @@ def test_doctor_reports_a_stopped_worker() -> None:
         sh("cf-fleet-node3", f"systemctl start {WORKER_UNIT}")
 
 
+@pytest.mark.parametrize("node", NODES)
+def test_the_doctor_timer_writes_its_metrics_for_node_exporter(node: str) -> None:
+    """Role celery's celery-fleet-doctor.timer (on by default): one run, started by hand, writes
+    the verdicts and the certificates' expiry in Prometheus' text format, as the celery user."""
+    metrics = "/var/lib/prometheus/node-exporter/celery-fleet-doctor.prom"
+    assert "celery-fleet-doctor.timer" in sh(node, "systemctl list-timers --all --no-pager").stdout
+    before = time.time()
+    sh(node, "systemctl start celery-fleet-doctor.service")  # oneshot: returns when done
+    text = sh(node, f"cat {metrics}").stdout
+    assert 'celery_fleet_doctor_check_ok{check="doctor"} 1' in text, text
+    stamp = re.search(r"^celery_fleet_doctor_last_run_timestamp_seconds (\S+)$", text, re.M)
+    assert stamp, text
+    assert float(stamp.group(1)) >= before - 5, text
+    client = re.escape('{path="/etc/celery-fleet/tls/client.pem"}')
+    expiry = re.search(rf"^celery_fleet_certificate_expiry_seconds{client} (\S+)$", text, re.M)
+    assert expiry, text
+    assert float(expiry.group(1)) > time.time(), text
+    assert sh(node, f"stat -c %U:%a {metrics}").stdout.strip() == "celery:644"
+    assert "mol-" not in text  # no password of the scenario
+
+
 # --- preflight: beat on exactly one host ---------------------------------------------------
 
 
