@@ -82,7 +82,6 @@ test-e2e: setup ## Compose end to end: up, hardening, secrets, smoke, beat, Flow
 test-e2e-failover: setup ## Only the compose failover under load (with the stack it needs)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e -k "up_says or failover or down_leaves"
 
-# Lane of `make test`: beside the process lane's integration and molecule default/ha, before
-# molecule fleet in the systemd lane (measured in CI: lint+unit+integration+default+ha ~1780 s;
-# e2e ~600 s + fleet ~1060 s + wheelhouse and images).
+# Lane of `make test`: first in the systemd lane, before molecule fleet and default (the
+# durations of both lanes: mk/molecule.mk).
 TEST_SYSTEMD_TARGETS += test-e2e

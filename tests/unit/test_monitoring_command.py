@@ -98,12 +98,12 @@ def test_the_servers_etc_default_files(tmp_path: Path) -> None:
     )
     files = _render_items(task, {"monitoring_redis_targets": TARGETS}, tmp_path)
     assert files["prometheus"] == (
-        "# Ansible managed\n"
+        "# Managed by celery-fleet (role monitoring).\n"
         'ARGS="--config.file=/etc/prometheus/prometheus.yml --web.listen-address=127.0.0.1:9090'
         ' --storage.tsdb.retention.time=15d"\n'
     )
     assert files["prometheus-redis-exporter"] == (
-        "# Ansible managed\n"
+        "# Managed by celery-fleet (role monitoring).\n"
         'ARGS="-web.listen-address=127.0.0.1:9121 -redis.addr=rediss://10.0.0.1:6379'
         " -tls-ca-cert-file=/etc/prometheus/tls/ca.pem"
         " -tls-client-cert-file=/etc/prometheus/tls/client.pem"

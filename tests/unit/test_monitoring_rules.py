@@ -116,16 +116,19 @@ def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> Non
 
 
 def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> None:
-    """Job node (the doctor's metrics): fleet_address:9100 of the celery hosts, each once."""
-    files = _render(
-        tmp_path,
-        groups={
+    """Job node (the doctor's metrics, monitoring_node_exporter): fleet_address:9100 of the
+    celery hosts, each once; without the switch, no job."""
+    inventory = {
+        "groups": {
             **INVENTORY["groups"],
             "celery_workers": ["worker-1", "worker-2"],
             "celery_beat": ["worker-1"],
         },
-        hostvars={**INVENTORY["hostvars"], "worker-1": {"fleet_address": "192.0.2.21"}},
-    )
+        "hostvars": {**INVENTORY["hostvars"], "worker-1": {"fleet_address": "192.0.2.21"}},
+    }
+    off = _render(tmp_path, **inventory)["prometheus.yml"].read_text()
+    assert "node" not in {j["job_name"] for j in yaml.safe_load(off)["scrape_configs"]}
+    files = _render(tmp_path, monitoring_node_exporter=True, **inventory)
     result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = {
