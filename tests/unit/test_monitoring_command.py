@@ -4,6 +4,7 @@ same filters (plugins/filter/monitoring.py), rendered here from the real tasks."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -162,3 +163,17 @@ def test_the_arguments_are_written_once(flag: str) -> None:
     ]
     assert places == [], f"{flag}: spell it in {FILTERS.relative_to(REPO)} only"
     assert flag in FILTERS.read_text()
+
+
+def test_the_local_stack_passes_every_input_the_monitoring_templates_read() -> None:
+    """playbooks/local.yml renders role monitoring's templates with the role's defaults, input
+    by input: one the templates read but the play does not pass stopped `make up` (found by
+    the compose e2e when a rule gained an input)."""
+    play = yaml.safe_load(LOCAL.read_text())[0]
+    _, block = _task(
+        play["tasks"],
+        "Render prometheus.yml, the alert rules and alertmanager.yml (the role's templates)",
+    )
+    templates = (REPO / "templates" / "monitoring").glob("*.j2")
+    read = {name for t in templates for name in re.findall(r"\bmonitoring_\w+", t.read_text())}
+    assert read - set(block["vars"]) == set()
