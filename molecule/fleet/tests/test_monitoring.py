@@ -178,7 +178,7 @@ def test_prometheus_scrapes_flower_and_every_redis_node_through_the_exporter() -
         interval=2,
     )
     rules = prometheus("/api/v1/rules")["groups"]
-    assert {g["name"] for g in rules} == {"celery", "redis", "tls"}
+    assert {g["name"] for g in rules} == {"celery", "redis", "tls", "doctor"}
     alertmanagers = prometheus("/api/v1/alertmanagers")["activeAlertmanagers"]
     assert len(alertmanagers) == 1, alertmanagers
 
