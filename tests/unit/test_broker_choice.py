@@ -143,6 +143,15 @@ def test_complete_rabbitmq_inputs_pass_preflight(tmp_path: Path) -> None:
     assert "fleet_broker is rabbitmq:" not in out, out
 
 
+def test_the_default_queue_passes_without_listing_it(tmp_path: Path) -> None:
+    """Role celery's pools consume `default` unless told otherwise, and fleet_common's
+    rabbitmq_app_queues (role rabbitmq's configure permission) holds it by default."""
+    inputs = {k: v for k, v in RABBIT.items() if k != "rabbitmq_app_queues"}
+    out = preflight(tmp_path, "celery", inputs)
+    assert "Check the RabbitMQ broker inputs" in out, out
+    assert "fleet_broker is rabbitmq:" not in out, out
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [
