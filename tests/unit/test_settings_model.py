@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
 
+import celery_fleet
 from celery_fleet.settings import BeatLock, SettingsError, build, load, masked
 
 SENTINELS = "sentinel://app:datapw@10.0.0.1:26379/0;sentinel://10.0.0.2:26379/0"
@@ -175,3 +177,17 @@ def test_build_and_load_refuse_alike(environment: dict[str, str], variable: str)
         load(environment)
     assert built.value.variable == loaded.value.variable == variable
     assert str(built.value) == str(loaded.value)
+
+
+def test_install_with_the_typed_settings_writes_the_urls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What celeryconfig does besides the settings, as one call (Celery reads these two
+    # variables from os.environ before any configuration object).
+    monkeypatch.setenv("CELERY_BROKER_URL", "socket:///run/redis/redis.sock?db=2")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "disabled")
+    settings = build(os.environ)
+    celery_fleet.install(settings=settings)
+    assert os.environ["CELERY_BROKER_URL"] == settings.broker_url
+    assert settings.broker_url.startswith("redis+socket:///run/redis/redis.sock")
+    assert "CELERY_RESULT_BACKEND" not in os.environ
