@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __version__ = "0.1.0"
 
 
-def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> None:
+def install(app: Any = None, *, settings: Mapping[str, Any] | Settings | None = None) -> None:
     """Connect celery-fleet's hooks to Celery (idempotent).
 
     ``celery_fleet.celeryconfig`` calls it; an app configured otherwise (Django's
-    ``django_settings()``, its own config) calls ``celery_fleet.install(app)`` once:
+    ``django_settings()``, its own config) calls ``celery_fleet.install(app)`` once.
+    Given the typed settings (``settings=celery_fleet.settings.build(os.environ)``) it
+    first writes their normalised ``CELERY_BROKER_URL``/``CELERY_RESULT_BACKEND`` back into
+    ``os.environ``, as ``celeryconfig`` does (``settings.publish_urls``: Celery reads those
+    two variables before any configuration). Then:
 
     - the publish-time ETA guard (``guards``), with the app's visibility timeout;
     - beat's liveness key (``beat``);
@@ -31,9 +38,12 @@ def install(app: Any = None, *, settings: Mapping[str, Any] | None = None) -> No
     """
     from . import beat, deadletter, fanout, guards, logs, patches
     from .amqp import is_amqp
-    from .settings import log_format
+    from .settings import Settings, log_format, publish_urls
 
-    if settings is None:
+    if isinstance(settings, Settings):
+        publish_urls(settings.values)
+        settings = settings.values
+    elif settings is None:
         settings = app.conf if app is not None else {}
     logs.install(log_format())
     if is_amqp(str(settings.get("broker_url") or "")):

@@ -23,18 +23,12 @@ from urllib.parse import quote, unquote, urlsplit
 from kombu.entity import Exchange, Queue
 
 from . import urls
-from .settings import (
-    BEAT_LOCK_VAR,
-    CERT_REQS,
-    PREFIX,
-    RELIABLE_FETCH_VAR,
-    SettingsError,
-    Tls,
-    _longest_time_limit,
-    _tls,
-    parse_bool,
-    parse_number,
-)
+from .settings.broker import longest_time_limit
+from .settings.defaults import PREFIX
+from .settings.parse import SettingsError, parse_bool, parse_number
+from .settings.process import BEAT_LOCK_VAR
+from .settings.reliable import RELIABLE_FETCH_VAR
+from .settings.tls import CERT_REQS, Tls, tls_for
 
 log = logging.getLogger("celery_fleet.amqp")
 
@@ -277,7 +271,7 @@ def configure(env: Mapping[str, str], raw: Mapping[str, Any], settings: dict[str
 def _broker_tls(env: Mapping[str, str], url: AmqpUrl) -> Tls:
     prefix = PREFIX + "BROKER"
     if url.tls:
-        return _tls(env, prefix, urls.RedisUrl(scheme="rediss"), None)
+        return tls_for(env, prefix, urls.RedisUrl(scheme="rediss"), None)
     if not parse_bool(ALLOW_PLAINTEXT_VAR, env.get(ALLOW_PLAINTEXT_VAR, "false")):
         raise SettingsError(
             PREFIX + "BROKER_URL",
@@ -327,7 +321,7 @@ def _refuse_redis_only(env: Mapping[str, str], raw: Mapping[str, Any]) -> None:
 
 
 def _warn_consumer_timeout(env: Mapping[str, str], raw: Mapping[str, Any]) -> None:
-    longest = _longest_time_limit(env, raw.get("task_time_limit"))
+    longest = longest_time_limit(env, raw.get("task_time_limit"))
     if longest is None or longest >= RABBITMQ_CONSUMER_TIMEOUT:
         log.warning(
             "the longest task may run %s; with acks_late RabbitMQ closes the channel of a "
