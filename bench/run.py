@@ -38,7 +38,7 @@ from celery import Celery  # noqa: E402
 from bench.throughput import throughput, throughput_markdown  # noqa: E402
 from celery_fleet import transport  # noqa: E402
 from celery_fleet.settings import load  # noqa: E402
-from harness import envs  # noqa: E402
+from harness import envs, render  # noqa: E402
 from harness.pki import Pki  # noqa: E402
 from harness.redis_procs import Node, ProcessError, RedisFleet  # noqa: E402
 from harness.worker import Worker  # noqa: E402
@@ -93,6 +93,34 @@ CONCURRENCY = 2
 PREFETCH = 1  # worker_prefetch_multiplier, celery_fleet's default
 DRAIN_S = 60.0  # > visibility timeout (12 s) + restore interval + inflight_timeout
 LATE_S = 5.0  # a task that ran more than this after its publish was accepted is "late"
+
+
+class Timings(NamedTuple):
+    down_after_ms: int
+    failover_timeout_ms: int
+    restart_after_s: int
+
+
+def _timings() -> Timings:
+    """What the roles ship: Sentinel's down-after (role fleet_common) and failover-timeout
+    (role redis_sentinel), and redis_restart_sec (role redis: systemd restarts a crashed
+    Redis that long after the crash). BENCH_FAILOVER_DOWN_AFTER_MS replaces down-after (e.g.
+    1000, to see what faster detection costs); the restart delay follows the role's formula."""
+    sentinel = render.role_defaults("redis_sentinel")
+    down = int(
+        os.environ.get("BENCH_FAILOVER_DOWN_AFTER_MS")
+        or sentinel["redis_sentinel_down_after_milliseconds"]
+    )
+    inventory = {"redis_sentinel_down_after_milliseconds": down, "groups": {"sentinel": ["a"]}}
+    restart = int(render.resolve("redis", inventory, "redis_restart_sec"))
+    return Timings(down, int(sentinel["redis_sentinel_failover_timeout"]), restart)
+
+
+def _persistence() -> dict[str, Any]:
+    """Role redis' persistence defaults (AOF every second, RDB saves): a restarted node
+    comes back with its data, as on a host."""
+    defaults = render.role_defaults("redis")
+    return {k: defaults[k] for k in ("redis_appendonly", "redis_appendfsync", "redis_save")}
 
 
 class Producer(threading.Thread):
@@ -175,7 +203,9 @@ def _agreed_primary(fleet: RedisFleet) -> Node | None:
         return None
 
 
-def _kill_loop(fleet: RedisFleet, producer: Producer, kills: int, every: float) -> list[Any]:
+def _kill_loop(
+    fleet: RedisFleet, producer: Producer, kills: int, every: float, timings: Timings
+) -> list[Any]:
     events: list[dict[str, Any]] = []
     last_kill = time.monotonic()
     for _ in range(kills):
@@ -188,6 +218,8 @@ def _kill_loop(fleet: RedisFleet, producer: Producer, kills: int, every: float) 
         fleet.kill(old)
         new = fleet.wait_for_failover(old, timeout=60)
         promoted_at = time.time()
+        # systemd brings the killed Redis back redis_restart_sec after the crash
+        time.sleep(max(0.0, killed_at + timings.restart_after_s - time.time()))
         fleet.restart(old)
         event: dict[str, Any] = {
             "killed_at": killed_at,
@@ -220,10 +252,15 @@ def _kill_loop(fleet: RedisFleet, producer: Producer, kills: int, every: float) 
 
 def _failover_variant(name: str, kills: int, rate: float, every: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, fleet_in(Path(tmp)) as fleet:
-        primary = fleet.server("redis-1")
-        fleet.server("redis-2", replica_of=primary)
-        fleet.server("redis-3", replica_of=primary)
-        fleet.sentinels(primary, down_after_ms=1000, failover_timeout_ms=3000)
+        timings, persistence = _timings(), _persistence()
+        primary = fleet.server("redis-1", variables=persistence)
+        fleet.server("redis-2", replica_of=primary, variables=persistence)
+        fleet.server("redis-3", replica_of=primary, variables=persistence)
+        fleet.sentinels(
+            primary,
+            down_after_ms=timings.down_after_ms,
+            failover_timeout_ms=timings.failover_timeout_ms,
+        )
         env = {**envs.sentinel(fleet), **FAILOVER_ENV, **FAILOVER_VARIANTS[name]}
         marks = Path(tmp) / "marks.log"
         w = worker(env, Path(tmp) / "w", concurrency=CONCURRENCY)
@@ -232,7 +269,7 @@ def _failover_variant(name: str, kills: int, rate: float, every: float) -> dict[
         started = time.monotonic()
         producer.start()
         try:
-            events = _kill_loop(fleet, producer, kills, every)
+            events = _kill_loop(fleet, producer, kills, every, timings)
             time.sleep(3.0)
             producer.probe_request.set()  # a last round trip after the last kill
             time.sleep(1.0)
@@ -252,10 +289,48 @@ def _failover_variant(name: str, kills: int, rate: float, every: float) -> dict[
         w.stop(timeout=60)
         runs = _runs(marks)
         log = w.log().splitlines()
+        switches = _switches(fleet)
     return _failover_figures(name, kills, rate, events, producer, sent, runs, log) | {
         "worker_survived": worker_alive,
         "stream_s": round(stream_s, 1),
+        # a failover the bench did not cause (Sentinel failed the new primary over again)
+        # replaces the data set with a replica's: it shows as lost and duplicated tasks
+        "failovers": len(switches),
+        "failovers_without_a_kill": _unprovoked(switches, [e["killed_at"] for e in events]),
     }
+
+
+def _unprovoked(switches: list[dict[str, Any]], kills_at: list[float]) -> list[dict[str, Any]]:
+    """The switches after the first one following a kill (and any before the first kill):
+    each kill should cause exactly one."""
+    extra = []
+    for s in switches:
+        before = [k for k in kills_at if k <= s["at"]]
+        if not before or any(o is not s and before[-1] <= o["at"] < s["at"] for o in switches):
+            since = round(s["at"] - before[-1], 3) if before else None
+            extra.append(s | {"after_kill": len(before), "s_after_the_kill": since})
+    return extra
+
+
+_SWITCH = re.compile(r"(\d+ \w+ \d+ [\d:.]+) # \+switch-master \S+ \S+ (\d+) \S+ (\d+)")
+
+
+def _switches(fleet: RedisFleet) -> list[dict[str, Any]]:
+    """Every +switch-master the Sentinels logged (their clock: this host's, UTC), each switch
+    once: the Sentinels log the same one within a second or two of each other."""
+    names = {n.port: n.name for n in fleet.nodes if n.kind == "redis"}
+    logged = []
+    for sentinel in fleet.sentinel_nodes(alive=False):
+        for match in _SWITCH.finditer(sentinel.logfile.read_text(errors="replace")):
+            when = datetime.strptime(match[1], "%d %b %Y %H:%M:%S.%f").replace(tzinfo=UTC)
+            logged.append((when.timestamp(), int(match[2]), int(match[3])))
+    switches: list[dict[str, Any]] = []
+    last: dict[tuple[int, int], float] = {}
+    for at, old, new in sorted(logged):
+        if at - last.get((old, new), -1e9) > 5.0:
+            switches.append({"at": at, "from": names.get(old, old), "to": names.get(new, new)})
+        last[(old, new)] = at
+    return switches
 
 
 def _attribute(token_runs: list[Run], kills_at: list[float], retried: bool) -> dict[str, Any]:
@@ -363,13 +438,17 @@ def _failover_figures(
 
 def failover(quick: bool) -> dict[str, Any]:
     kills, rate, every = (2, 10.0, 8.0) if quick else (30, 20.0, 8.0)
+    timings = _timings()
     out: dict[str, Any] = {
         "kills": kills,
         "rate_per_s": rate,
         "kill_every_s": every,
         "worker": f"prefork, concurrency {CONCURRENCY}, prefetch multiplier {PREFETCH}",
-        "sentinel": "down-after-milliseconds 1000, failover-timeout 3000, 3 Sentinels, "
-        "quorum 2; primary + 2 replicas, TLS everywhere",
+        "sentinel": f"down-after-milliseconds {timings.down_after_ms}, failover-timeout "
+        f"{timings.failover_timeout_ms}, 3 Sentinels, quorum 2; primary + 2 replicas, TLS "
+        f"everywhere, role redis' persistence (AOF every second); a killed primary restarts "
+        f"{timings.restart_after_s} s after the kill (redis_restart_sec) or once a replica "
+        "is promoted, whichever is later",
         "bench_env": FAILOVER_ENV,
         "definitions": {
             "lost": f"accepted by the broker and never ran, {DRAIN_S:.0f} s after the stream "
@@ -586,6 +665,12 @@ def markdown(results: dict[str, Any]) -> str:
         for name, v in f["variants"].items():
             if v.get("duplicates_by_source"):
                 lines += [f"- {name}, duplicates by source: {v['duplicates_by_source']}"]
+            if "failovers" in v:
+                extra = v["failovers_without_a_kill"]
+                lines += [
+                    f"- {name}: {v['failovers']} failovers (Sentinel's +switch-master) for "
+                    f"{v['kills']} kills; {len(extra)} not caused by a kill: {extra}"
+                ]
         lines += [""]
     c = results.get("converge")
     if c and "first_s" in c:
