@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from celery_fleet import doctor
@@ -33,18 +30,6 @@ from harness.worker import StartWorker
 INTEGRATION = Path(__file__).resolve().parent
 EXPIRY = "certificate expires in 1 days (renew: below 30)"
 WRONG_PASSWORD = "not-the-app-password-4711"
-
-
-@pytest.fixture(scope="module")
-def rabbit(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[RabbitNode]:
-    if shutil.which("rabbitmqctl") is None and not Path("/usr/lib/rabbitmq/bin").exists():
-        pytest.fail("rabbitmq-server is not installed; run `bash .ci/bootstrap.sh`")
-    node = RabbitNode.start(tmp_path_factory.mktemp("rabbit"), pki)
-    try:
-        yield node
-    finally:
-        node.close()
-        print(f"rabbitmq started in {node.started_in:.1f} s\n{node.log_tail()}")
 
 
 def node_url(port: int, password: str) -> str:
