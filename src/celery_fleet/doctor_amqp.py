@@ -69,14 +69,15 @@ def node_ssl(options: Mapping[str, Any] | bool, node: Node) -> dict[str, Any] | 
 
 
 def login(url: AmqpUrl, node: Node, options: Mapping[str, Any] | bool, timeout: float) -> None:
-    """Open an AMQP connection to ``node`` as the URL's user on its vhost; raise on failure."""
+    """Open an AMQP connection to ``node`` as the URL's user on its vhost; raise on failure.
+    One attempt: Kombu's ``retry_over_time`` gives up once ``retries >= max_retries``."""
     from kombu.connection import Connection
 
     single = replace(url, nodes=[node]).render()
     conn = Connection(single, ssl=node_ssl(options, node), connect_timeout=timeout)  # type: ignore[no-untyped-call]
     try:
         conn.ensure_connection(  # type: ignore[no-untyped-call]
-            max_retries=1, interval_start=0, interval_step=0, timeout=timeout
+            max_retries=0, interval_start=0, interval_step=0, timeout=timeout
         )
     finally:
         conn.release()  # type: ignore[no-untyped-call]
