@@ -21,10 +21,12 @@ from typing import Any
 import redis
 from cryptography import x509
 
-from . import beat, beatlock, urls
+from . import amqp, beat, beatlock, urls
 from .amqp import is_amqp
-from .settings import BEAT_LOCK_SCHEDULER, SettingsError, load
+from .settings import BEAT_LOCK_SCHEDULER, load
+from .settings.backend import backend_url
 
+BROKER_VAR = "CELERY_BROKER_URL"
 EXPIRY_WARNING_DAYS = 30
 MAX_LAG_BYTES = 1024 * 1024
 
@@ -57,20 +59,28 @@ def error(check: str, detail: str) -> Result:
 
 
 class Deployment:
-    """What the env file says about where Redis is and how to talk to it."""
+    """What the env file says about where Redis is and how to talk to it.
+
+    With a Redis broker, the Redis side (``url``, ``tls``, ``transport``) is the broker.
+    With an AMQP broker (``amqp`` set) it is the result backend, and ``redis`` is False when
+    results are disabled."""
 
     def __init__(self, env: Mapping[str, str], timeout: float) -> None:
         self.settings = load(env)
-        if is_amqp(env["CELERY_BROKER_URL"]):
-            raise SettingsError(
-                "CELERY_BROKER_URL",
-                "is an AMQP broker; celery-fleet doctor checks Redis brokers only so far "
-                "(for RabbitMQ: rabbitmq-diagnostics check_running, list_queues)",
-            )
-        self.url = urls.parse(env["CELERY_BROKER_URL"], variable="CELERY_BROKER_URL")
-        self.tls: dict[str, Any] = self.settings["broker_use_ssl"] or {}
-        self.transport = self.settings["broker_transport_options"]
         self.timeout = timeout
+        self.amqp: amqp.AmqpUrl | None = None
+        self.redis = True
+        if is_amqp(env[BROKER_VAR]):
+            self.amqp = amqp.parse(env[BROKER_VAR], variable=BROKER_VAR)
+            backend = backend_url(env, BROKER_VAR)
+            self.redis = backend is not None
+            self.url = backend or urls.RedisUrl(scheme="rediss")
+            self.tls: dict[str, Any] = self.settings.get("redis_backend_use_ssl") or {}
+            self.transport = self.settings.get("result_backend_transport_options") or {}
+            return
+        self.url = urls.parse(env[BROKER_VAR], variable=BROKER_VAR)
+        self.tls = self.settings["broker_use_ssl"] or {}
+        self.transport = self.settings["broker_transport_options"]
 
     def _client(self, host: str, port: int, **overrides: Any) -> redis.Redis:
         kwargs: dict[str, Any] = {
@@ -173,14 +183,18 @@ def check_config(dep: Deployment) -> Iterator[Result]:
         yield ok("config", "TLS verified, visibility timeout above the task time limit")
 
 
-def check_tls(dep: Deployment, host: str, port: int, check: str) -> Result:
-    """Handshake as the app does, and read the server certificate's expiry."""
-    context = ssl.create_default_context(cafile=dep.tls.get("ssl_ca_certs"))
-    context.check_hostname = bool(dep.tls.get("ssl_check_hostname", True))
-    context.verify_mode = dep.tls.get("ssl_cert_reqs", ssl.CERT_REQUIRED)
+def check_tls(
+    dep: Deployment, host: str, port: int, check: str, options: Mapping[str, Any] | None = None
+) -> Result:
+    """Handshake as the app does, and read the server certificate's expiry. ``options``:
+    redis-py's ``ssl_*`` options (default: the Redis side's)."""
+    opts = dep.tls if options is None else options
+    context = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"))
+    context.check_hostname = bool(opts.get("ssl_check_hostname", True))
+    context.verify_mode = opts.get("ssl_cert_reqs", ssl.CERT_REQUIRED)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if dep.tls.get("ssl_certfile"):
-        context.load_cert_chain(dep.tls["ssl_certfile"], dep.tls.get("ssl_keyfile"))
+    if opts.get("ssl_certfile"):
+        context.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"))
     try:
         with (
             socket.create_connection((host, port), timeout=dep.timeout) as raw,
@@ -200,8 +214,12 @@ def check_tls(dep: Deployment, host: str, port: int, check: str) -> Result:
     return ok(check, detail)
 
 
-def check_node(dep: Deployment, host: str, port: int, primary: bool) -> Iterator[Result]:
-    name = f"redis {host}:{port}"
+def check_node(
+    dep: Deployment, host: str, port: int, primary: bool, *, broker: bool = True
+) -> Iterator[Result]:
+    """TLS, authentication, the app user's PING, role and replication; with ``broker`` the
+    memory policy too (an evicting result backend loses results, not tasks)."""
+    name = f"redis {host}:{port}" if broker else f"result backend {host}:{port}"
     if dep.tls and dep.url.scheme != "socket":
         yield check_tls(dep, host, port, f"tls {host}:{port}")
     try:
@@ -248,7 +266,7 @@ def check_node(dep: Deployment, host: str, port: int, primary: bool) -> Iterator
         verdict = ok if link == "up" else finding
         yield verdict(name, f"replica of {info.get('master_host')}, link {link}")
     policy = memory.get("maxmemory_policy")
-    if primary and policy not in (None, "noeviction"):
+    if broker and primary and policy not in (None, "noeviction"):
         yield finding(name, f"maxmemory-policy {policy}: an evicting broker drops tasks")
 
 
@@ -362,6 +380,10 @@ def check_flower(dep: Deployment, url: str, auth: str | None) -> Iterator[Result
 def run(env: Mapping[str, str], options: Options) -> list[Result]:
     """All checks, in the order an operator reads them."""
     dep = Deployment(env, options.timeout)
+    if dep.amqp is not None:
+        from . import doctor_amqp
+
+        return doctor_amqp.run(dep, options)
     results = list(check_config(dep))
     nodes, sentinel_results = dep.data_nodes()
     results += sentinel_results

@@ -9,10 +9,8 @@ results, and a ``celery worker`` whose app only calls
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,18 +31,6 @@ from harness.worker import MakeClient, StartWorker
 INTEGRATION = Path(__file__).resolve().parent
 TIMEOUT = 30.0
 DELIVERY_LIMIT = 2
-
-
-@pytest.fixture(scope="module")
-def rabbit(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[RabbitNode]:
-    if shutil.which("rabbitmqctl") is None and not Path("/usr/lib/rabbitmq/bin").exists():
-        pytest.fail("rabbitmq-server is not installed; run `bash .ci/bootstrap.sh`")
-    node = RabbitNode.start(tmp_path_factory.mktemp("rabbit"), pki)
-    try:
-        yield node
-    finally:
-        node.close()
-        print(f"rabbitmq started in {node.started_in:.1f} s\n{node.log_tail()}")
 
 
 def broker_url(node: RabbitNode, *, password: str | None = None) -> str:

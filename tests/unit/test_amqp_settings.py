@@ -15,6 +15,7 @@ import pytest
 from celery_fleet.amqp import DEAD_LETTER_EXCHANGE, is_amqp
 from celery_fleet.settings import SettingsError, load, masked
 from harness import cli
+from harness.ports import free_port
 
 SECRET = "Tr0ub4dor&3"  # percent-encoded in the URLs below
 ENCODED = "Tr0ub4dor%263"
@@ -334,13 +335,23 @@ def test_cli_masks_amqp_passwords_in_output_and_errors(tmp_path: Path) -> None:
         assert_no_secret(output)
 
 
-def test_doctor_says_it_does_not_check_amqp_brokers_yet(tmp_path: Path) -> None:
+def test_doctor_checks_every_node_of_an_amqp_failover_list(tmp_path: Path) -> None:
+    """Nobody listens on either node: one finding per node (TLS and login), an error for
+    all of them down, exit 2, no traceback, no password; what is not checked on AMQP is
+    said. The real RabbitMQ: tests/integration/test_doctor_amqp.py."""
+    first, second = free_port(), free_port()
+    broker = f"amqps://app:{ENCODED}@127.0.0.1:{first}/fleet;amqps://127.0.0.1:{second}/fleet"
     env_file = cli.write_env(
-        tmp_path / "celery.env",
-        {"CELERY_BROKER_URL": f"amqps://app:{ENCODED}@h1/fleet", "CELERY_RESULT_BACKEND": BACKEND},
+        tmp_path / "celery.env", {"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": BACKEND}
     )
-    done = cli.run("doctor", "--env-file", str(env_file))
+    done = cli.run("doctor", "--env-file", str(env_file), "--timeout", "2", "--json")
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "Redis brokers only" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     assert_no_secret(done.stdout + done.stderr)
+    results = {(r["check"], r["status"]) for r in json.loads(done.stdout)}
+    for port in (first, second):
+        assert (f"tls 127.0.0.1:{port}", "finding") in results
+        assert (f"amqp 127.0.0.1:{port}", "finding") in results
+    assert ("amqp", "error") in results
+    assert ("not checked on AMQP", "ok") in results
+    assert not any(check in ("beat", "workers", "replication") for check, _ in results)

@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from celery_fleet import certfiles, metrics
 from celery_fleet.doctor import Result
+from celery_fleet.doctor_amqp import NOT_CHECKED
 from celery_fleet.settings import load
+from harness.ports import free_port
 
 SECRET = "s3cret-Pa55word"
 
@@ -225,19 +227,29 @@ def test_bad_settings_are_a_red_metric_not_a_failed_run(tmp_path: Path) -> None:
     assert doctor(env_file).returncode == 2
 
 
-def test_certificates_are_exported_even_when_the_doctor_cannot_check(tmp_path: Path) -> None:
-    # An AMQP broker: the settings load (so the certificate is read), the doctor refuses.
-    ca = tmp_path / "ca.pem"
-    not_after = make_cert(ca, 3)
+def amqp_env_file(tmp_path: Path, ca: Path) -> tuple[Path, int, int]:
+    """An AMQP deployment whose broker and result backend ports nobody listens on."""
+    broker, backend = free_port(), free_port()
     env_file = tmp_path / "celery.env"
     env_file.write_text(
-        f"CELERY_BROKER_URL=amqps://app:{SECRET}@127.0.0.1:5671//\n"
-        f"CELERY_RESULT_BACKEND=rediss://app:{SECRET}@127.0.0.1:6379/1\n"
+        f"CELERY_BROKER_URL=amqps://app:{SECRET}@127.0.0.1:{broker}/fleet\n"
+        f"CELERY_RESULT_BACKEND=rediss://app:{SECRET}@127.0.0.1:{backend}/1\n"
         f"CELERY_BROKER_SSL_CA_CERTS={ca}\nCELERY_REDIS_BACKEND_SSL_CA_CERTS={ca}\n"
     )
+    return env_file, broker, backend
+
+
+def test_certificates_are_exported_even_when_the_doctor_cannot_check(tmp_path: Path) -> None:
+    # The settings load (so the certificate is read), then the doctor cannot go on: the
+    # Flower credentials file it was given does not exist.
+    ca = tmp_path / "ca.pem"
+    not_after = make_cert(ca, 3)
+    env_file, _, _ = amqp_env_file(tmp_path, ca)
     out = tmp_path / "celery-fleet-doctor.prom"
-    done = doctor(env_file, "--metrics-file", str(out))
+    missing = tmp_path / "missing-flower.auth"
+    done = doctor(env_file, "--metrics-file", str(out), "--flower-auth-file", str(missing))
     assert done.returncode == 0, done.stderr
+    assert "missing-flower.auth" in done.stderr  # the reason, for the journal
     text = out.read_text()
     assert SECRET not in text
     parsed = families(text)
@@ -247,6 +259,38 @@ def test_certificates_are_exported_even_when_the_doctor_cannot_check(tmp_path: P
         (("check", f"certificate {ca}"),): 1.0,
     }
     promtool_accepts(text)
+
+
+def test_an_amqp_deployment_down_is_red_in_the_metrics_file(tmp_path: Path) -> None:
+    """Every AMQP node and the result backend get their verdicts; nothing answers, so they
+    are 0, and the doctor itself ran (1). The real nodes: tests/integration."""
+    ca = tmp_path / "ca.pem"
+    not_after = make_cert(ca, 3)
+    env_file, broker, backend = amqp_env_file(tmp_path, ca)
+    out = tmp_path / "celery-fleet-doctor.prom"
+    done = doctor(env_file, "--metrics-file", str(out), "--timeout", "2")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    text = out.read_text()
+    assert SECRET not in text + done.stdout + done.stderr
+    parsed = families(text)
+    assert parsed[metrics.CERT_EXPIRY] == {(("path", str(ca)),): not_after.timestamp()}
+    checks = {dict(labels)["check"]: value for labels, value in parsed[metrics.CHECK_OK].items()}
+    assert checks == {
+        "doctor": 1.0,
+        f"certificate {ca}": 1.0,
+        "config": 1.0,
+        f"tls 127.0.0.1:{broker}": 0.0,
+        f"amqp 127.0.0.1:{broker}": 0.0,
+        "amqp": 0.0,
+        f"tls 127.0.0.1:{backend}": 0.0,
+        f"auth 127.0.0.1:{backend}": 0.0,
+        f"result backend 127.0.0.1:{backend}": 0.0,
+        NOT_CHECKED: 1.0,
+    }
+    promtool_accepts(text)
+    # Without --metrics-file: no node reachable at all is "cannot check".
+    assert doctor(env_file, "--timeout", "2").returncode == 2
 
 
 def test_an_unusable_metrics_file_is_refused_before_checking(tmp_path: Path) -> None:

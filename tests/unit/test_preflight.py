@@ -472,7 +472,6 @@ def test_plain_values_for_rendered_files_pass(
         {"celery_doctor_metrics_dir": "var/lib/textfile"},
         {"celery_doctor_expect_workers": ["default"]},
         {"celery_service_manager": "supervisor", "celery_doctor_timer": True},
-        {"celery_broker_url": "amqps://app:pw@rabbit:5671//", "celery_doctor_timer": True},
     ],
 )
 def test_bad_doctor_timer_inputs_fail_preflight(tmp_path: Path, bad: dict[str, Any]) -> None:
@@ -486,6 +485,12 @@ def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path:
         {"celery_service_manager": "systemd"},
         {"celery_service_manager": "supervisor"},
         {"celery_broker_url": "amqps://app:pw@rabbit:5671//"},
+        # The doctor checks RabbitMQ too: its timer is allowed with an AMQP broker.
+        {
+            "celery_broker_url": "amqps://app:pw@rabbit:5671//",
+            "celery_service_manager": "systemd",
+            "celery_doctor_timer": True,
+        },
     ):
         out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **variables})
         passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
