@@ -21,7 +21,8 @@ So data nodes are TLS-only by default, with the role's ACL users (``default`` of
 ``monitor``; ``deadletter``, the dead-letter operator; ``admin`` for the harness itself) or
 the role's ``requirepass`` mode. Sentinels run on TLS with the role's ACL users (``default``
 off; the administrator, which the harness and the Sentinels themselves use; the
-discover-only client user Celery gets) and log in to the data nodes as the role's
+discover-only client user Celery gets; ``MONITOR_USER`` with the data nodes' monitor
+password, read-only, for the exporter) and log in to the data nodes as the role's
 ``sentinel`` user.
 
 Readiness is always asked of the process (PING over TLS with redis-py, replication link
@@ -352,6 +353,9 @@ class RedisFleet:
             **self._tls_vars(node, "redis_sentinel"),
             "redis_sentinel_password": s.sentinels,
             "redis_sentinel_client_password": s.sentinel_app,
+            # The inventory's one redis_monitor_password: the Sentinels' monitoring user
+            # (role monitoring's exporter) defaults to it, as on the data nodes.
+            "redis_monitor_password": s.monitor,
             "redis_master_name": self.master_name,
             "redis_sentinel_primary_host": HOST,
             "redis_sentinel_primary_port": primary.port,

@@ -60,7 +60,8 @@ def _render(tmp: Path, **variables: Any) -> dict[str, Path]:
         "monitoring_tls_dir": str(tmp),
         **variables,
     }
-    (tmp / "ca.pem").write_text("placeholder: promtool checks that the file exists\n")
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp / name).write_text("placeholder: promtool checks that the file exists\n")
     files = {}
     for name in ("prometheus.yml", "alerts.rules.yml", "alertmanager.yml"):
         files[name] = tmp / name
@@ -95,7 +96,31 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     assert redis_targets == [f"rediss://192.0.2.1{i}:6379" for i in (1, 2, 3)]
     assert jobs["flower"]["static_configs"][0]["targets"] == ["192.0.2.22:5555"]
     assert jobs["flower"]["scheme"] == "https"
-    assert "sentinel" not in jobs  # off until the Sentinels' user may run INFO
+    assert "sentinel" not in jobs  # no Sentinel in this inventory
+
+
+def test_sentinel_job_scrapes_the_sentinel_group_by_default(tmp_path: Path) -> None:
+    """Job sentinel: fleet_address:26379 of each host of the sentinel group, through the
+    exporter (its login is on the Sentinels too: role redis_sentinel); off on request."""
+    inventory = {
+        "groups": {**INVENTORY["groups"], "sentinel": ["redis-1", "redis-2", "redis-3"]},
+        "hostvars": INVENTORY["hostvars"],
+    }
+    files = _render(tmp_path, **inventory)
+    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {
+        j["job_name"]: j
+        for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
+    }
+    assert jobs["sentinel"]["static_configs"][0]["targets"] == [
+        f"rediss://192.0.2.1{i}:26379" for i in (1, 2, 3)
+    ]
+    assert jobs["sentinel"]["metrics_path"] == "/scrape"
+    off = _render(tmp_path, monitoring_sentinel_scrape=False, **inventory)["prometheus.yml"]
+    assert "sentinel" not in {
+        j["job_name"] for j in yaml.safe_load(off.read_text())["scrape_configs"]
+    }
 
 
 def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> None:
@@ -116,8 +141,9 @@ def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> Non
 
 
 def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> None:
-    """Job node (the doctor's metrics, monitoring_node_exporter): fleet_address:9100 of the
-    celery hosts, each once; without the switch, no job."""
+    """Job node (the doctor's metrics, monitoring_node_exporter, on by default):
+    fleet_address:9100 of the celery hosts, each once, over mutual TLS; switched off, no
+    job."""
     inventory = {
         "groups": {
             **INVENTORY["groups"],
@@ -126,9 +152,9 @@ def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> Non
         },
         "hostvars": {**INVENTORY["hostvars"], "worker-1": {"fleet_address": "192.0.2.21"}},
     }
-    off = _render(tmp_path, **inventory)["prometheus.yml"].read_text()
-    assert "node" not in {j["job_name"] for j in yaml.safe_load(off)["scrape_configs"]}
-    files = _render(tmp_path, monitoring_node_exporter=True, **inventory)
+    off = _render(tmp_path, monitoring_node_exporter=False, **inventory)["prometheus.yml"]
+    assert "node" not in {j["job_name"] for j in yaml.safe_load(off.read_text())["scrape_configs"]}
+    files = _render(tmp_path, **inventory)
     result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = {
@@ -136,6 +162,12 @@ def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> Non
         for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
     }
     assert jobs["node"]["static_configs"][0]["targets"] == ["192.0.2.21:9100", "192.0.2.22:9100"]
+    assert jobs["node"]["scheme"] == "https"
+    assert jobs["node"]["tls_config"] == {
+        "ca_file": f"{tmp_path}/ca.pem",
+        "cert_file": f"{tmp_path}/client.pem",
+        "key_file": f"{tmp_path}/client.key",
+    }
 
 
 def test_doctor_not_running_waits_three_intervals(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ SENTINEL = {
     "redis_sentinel_password": GOOD + "g",
     "redis_sentinel_auth_password": GOOD + "e",
     "redis_sentinel_client_password": GOOD + "k",
+    "redis_sentinel_monitor_password": GOOD + "c",
 }
 SENTINEL_OTHER = {"redis_sentinel_quorum": 1}
 FLOWER = {"flower_basic_auth_password": GOOD + "h", "flower_redis_password": GOOD + "f"}
@@ -102,11 +103,16 @@ def test_the_one_check_accepts_generated_passwords(value: str) -> None:
 
 
 def preflight(
-    tmp_path: Path, role: str, variables: dict[str, object], *, beat_hosts: int = 1
+    tmp_path: Path,
+    role: str,
+    variables: dict[str, object],
+    *,
+    beat_hosts: int = 1,
+    monitoring: bool = False,
 ) -> str:
     """Run ROLE's preflight.yml on localhost (groups redis and sentinel); return the output.
     ``beat_hosts``: how many hosts the celery_beat group has (node1 and placeholders that no
-    task is run on)."""
+    task is run on); ``monitoring``: the inventory has a monitoring group (a placeholder)."""
     playbook = tmp_path / "preflight.yml"
     playbook.write_text(
         f"""
@@ -131,6 +137,7 @@ def preflight(
                         "flower": {"hosts": hosts},
                         "celery_workers": {"hosts": hosts},
                         "celery_beat": {"hosts": {**hosts, **beat_others}},
+                        **({"monitoring": {"hosts": {"mon1": {}}}} if monitoring else {}),
                     },
                     "vars": {"ansible_python_interpreter": sys.executable},
                 }
@@ -184,6 +191,20 @@ def test_a_weak_password_fails_preflight_naming_the_variable(
     assert f"{shown} {_filter()(WEAK[kind])}" in flat(out), out
     assert "failed=1" in out, out
     assert WEAK[kind] not in out
+
+
+def test_the_sentinels_monitoring_user_is_required_once_something_scrapes_them(
+    tmp_path: Path,
+) -> None:
+    """No monitoring group: an empty redis_sentinel_monitor_password renders no such user
+    (the control); with one, role monitoring scrapes the Sentinels as that user: refused."""
+    inputs = {**valid(tmp_path, "redis_sentinel"), "redis_sentinel_monitor_password": ""}
+    out = preflight(tmp_path, "redis_sentinel", inputs)
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", out), out
+    out = preflight(tmp_path, "redis_sentinel", inputs, monitoring=True)
+    assert "failed=1" in out, out
+    assert "redis_sentinel_monitor_password is empty" in flat(out), out
+    assert "redis_monitor_password" in flat(out), out
 
 
 def test_extra_users_are_checked_too(tmp_path: Path) -> None:
@@ -345,6 +366,7 @@ PREVIOUS = [
     ("redis", "redis_admin_password"),
     ("redis", "redis_sentinel_auth_password"),
     ("redis_sentinel", "redis_sentinel_password"),
+    ("redis_sentinel", "redis_sentinel_monitor_password"),
 ]
 
 

@@ -27,6 +27,7 @@ BACKUP_ON = {"redis_backup_enabled": True}
 SENTINEL_USERS = {
     "redis_sentinel_admin_user": "redis_sentinel_password",
     "redis_sentinel_client_user": "redis_sentinel_client_password",
+    "redis_sentinel_monitor_user": "redis_sentinel_monitor_password",
 }
 
 

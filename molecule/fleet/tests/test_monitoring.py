@@ -1,5 +1,6 @@
-"""Role monitoring on the fleet (playbooks/monitoring.yml, node3): Prometheus scrapes Flower
-and the three TLS-only Redis nodes, and Alertmanager delivers real alerts to a test webhook
+"""Role monitoring on the fleet (playbooks/monitoring.yml, node3): Prometheus scrapes Flower,
+the three TLS-only Redis nodes and Sentinels, and the doctor's metrics through node exporter
+on every celery host (mutual TLS), and Alertmanager delivers real alerts to a test webhook
 receiver (molecule/fleet/prepare.yml), asserted on what the receiver wrote.
 
 Runs after test_fleet.py (file order): its worker stops and load are over, and the one
@@ -151,7 +152,15 @@ def test_prometheus_scrapes_flower_and_every_redis_node_through_the_exporter() -
     by_job = fleet.wait_for(all_up, 3 * SCRAPE * MARGIN, "every target up", interval=2)
     flower = fleet.hosts_in("flower")
     redis_nodes = fleet.hosts_in("redis")
-    assert sorted(by_job) == ["alertmanager", "flower", "prometheus", "redis", "redis_exporter"]
+    assert sorted(by_job) == [
+        "alertmanager",
+        "flower",
+        "node",
+        "prometheus",
+        "redis",
+        "redis_exporter",
+        "sentinel",
+    ]
     assert [t["labels"]["instance"] for t in by_job["flower"]] == [
         f"{fleet.address(n)}:5555" for n in flower
     ]
@@ -181,6 +190,80 @@ def test_prometheus_scrapes_flower_and_every_redis_node_through_the_exporter() -
     assert {g["name"] for g in rules} == {"celery", "redis", "tls", "doctor"}
     alertmanagers = prometheus("/api/v1/alertmanagers")["activeAlertmanagers"]
     assert len(alertmanagers) == 1, alertmanagers
+
+
+def test_prometheus_scrapes_every_sentinel_as_the_read_only_monitor_user() -> None:
+    """Job sentinel (on by default): the exporter logs in to each Sentinel with the data
+    nodes' monitor user and password (role redis_sentinel's monitoring user). The exporter
+    ignores a refused SENTINEL SENTINELS (ok_sentinels would be 1) and reports a refused
+    CKQUORUM as status 0: 3 and 1 show it may read both; no Sentinel logged a refusal."""
+    sentinels = fleet.hosts_in("sentinel")
+    instances = sorted(f"{fleet.address(n)}:26379" for n in sentinels)
+
+    def targets_up() -> list[str] | None:
+        found = [
+            t
+            for t in prometheus("/api/v1/targets?state=active")["activeTargets"]
+            if t["labels"]["job"] == "sentinel"
+        ]
+        up = sorted(t["labels"]["instance"] for t in found if t["health"] == "up")
+        return up if up == instances and len(found) == len(instances) else None
+
+    fleet.wait_for(targets_up, 3 * SCRAPE * MARGIN, f"sentinel targets {instances} up", interval=2)
+
+    def ok_sentinels() -> list[tuple[str, str]] | None:
+        result = query('redis_sentinel_master_ok_sentinels{job="sentinel"}')
+        seen = sorted((r["metric"]["instance"], r["value"][1]) for r in result)
+        return seen if seen == [(i, str(len(sentinels))) for i in instances] else None
+
+    fleet.wait_for(ok_sentinels, 3 * SCRAPE * MARGIN, "3 ok Sentinels from each", interval=2)
+    quorum = query('redis_sentinel_master_ckquorum_status{job="sentinel"}')
+    assert sorted((r["metric"]["instance"], r["value"][1]) for r in quorum) == [
+        (i, "1") for i in instances
+    ], quorum
+    user = GV.get("redis_monitor_user", "monitor")
+    for node in sentinels:
+        refused = [e for e in fleet.sentinel(node).acl_log() if e.get("username") == user]
+        assert refused == [], (node, refused)
+
+
+def test_prometheus_reads_the_doctors_metrics_over_mutual_tls() -> None:
+    """Job node (on by default): node exporter on every celery host, HTTPS with the fleet
+    CA, serving the doctor's metrics file; a client without a certificate gets nothing."""
+    hosts = sorted(set(fleet.hosts_in("celery_workers") + fleet.hosts_in("celery_beat")))
+    instances = sorted(f"{fleet.address(n)}:9100" for n in hosts)
+
+    def doctor_seen() -> list[str] | None:
+        result = query('celery_fleet_doctor_check_ok{job="node", check="doctor"} == 1')
+        seen = sorted(r["metric"]["instance"] for r in result)
+        return seen if seen == instances else None
+
+    # The doctor's timer runs every celery_doctor_interval; test_fleet.py ran it by hand.
+    fleet.wait_for(doctor_seen, 3 * SCRAPE * MARGIN, f"the doctor's metrics of {instances}", 2)
+    targets = [
+        t
+        for t in prometheus("/api/v1/targets?state=active")["activeTargets"]
+        if t["labels"]["job"] == "node"
+    ]
+    assert sorted(t["labels"]["instance"] for t in targets) == instances
+    assert all(t["health"] == "up" and t["scrapeUrl"].startswith("https://") for t in targets)
+    runs = query('celery_fleet_doctor_last_run_timestamp_seconds{job="node"}')
+    assert sorted(r["metric"]["instance"] for r in runs) == instances, runs
+    # Without a client certificate (or over plain HTTP) node exporter answers nothing.
+    probe = f"""
+import ssl, urllib.request
+ctx = ssl.create_default_context(cafile="/etc/prometheus/tls/ca.pem")
+for url, context in (("https://{instances[0]}/metrics", ctx),
+                     ("http://{instances[0]}/metrics", None)):
+    try:
+        urllib.request.urlopen(url, timeout=10, context=context).read()
+        print("answered", url)
+    except Exception as error:
+        print("refused", url, type(error).__name__)
+"""
+    out = sh(MON, f"python3 - <<'EOF'\n{probe}\nEOF")
+    assert "answered" not in out, out
+    assert out.count("refused") == 2, out
 
 
 def test_the_monitoring_secrets_are_private_and_off_the_command_lines() -> None:
