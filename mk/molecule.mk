@@ -20,9 +20,7 @@ test-molecule-rabbitmq: setup molecule-image wheelhouse ## Molecule: 3-node TLS-
 test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## The roles' molecule scenarios (default, ha, rabbitmq)
 
 # Lanes of `make test` (Makefile): balanced by measured durations (2 cores, the other lane
-# running). Process lane: lint ~50 s, unit ~100, integration ~560, ha ~730, rabbitmq ~600-780
-# (with its Celery worker and Redis; the node image ships rabbitmq-server installed but
-# disabled) = ~2100 s. Systemd lane: e2e ~320, fleet ~1450 (monitoring, alerts, the rolling
-# restart), default ~250-400 = ~2100 s.
-TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
-TEST_SYSTEMD_TARGETS += test-molecule-default
+# running; CI of 2026-11-30). Process lane: lint ~60 s, unit ~140, integration ~540 (+~90
+# for the doctor on RabbitMQ), ha ~560, rabbitmq ~560, default ~250 = ~2200 s. Systemd
+# lane: e2e ~350, fleet ~1470 + ~250 (node exporter on, Sentinel scraping) = ~2070 s.
+TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq test-molecule-default
