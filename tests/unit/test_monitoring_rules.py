@@ -86,12 +86,17 @@ def _failed_cases(output: str) -> set[tuple[str, str]]:
     return set(re.findall(r"alertname: (\w+), time: (\w+),", output))
 
 
+def _checked_jobs(prometheus_yml: Path) -> dict[str, Any]:
+    """The scrape jobs of a rendered prometheus.yml, by name, once promtool accepts it."""
+    result = _run(_tool("promtool"), "check", "config", str(prometheus_yml))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(prometheus_yml.read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     files = _render(tmp_path)
-    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
-    assert result.returncode == 0, result.stdout + result.stderr
-    config = yaml.safe_load(files["prometheus.yml"].read_text())
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs = _checked_jobs(files["prometheus.yml"])
     redis_targets = jobs["redis"]["static_configs"][0]["targets"]
     assert redis_targets == [f"rediss://192.0.2.1{i}:6379" for i in (1, 2, 3)]
     assert jobs["flower"]["static_configs"][0]["targets"] == ["192.0.2.22:5555"]
@@ -107,12 +112,7 @@ def test_sentinel_job_scrapes_the_sentinel_group_by_default(tmp_path: Path) -> N
         "hostvars": INVENTORY["hostvars"],
     }
     files = _render(tmp_path, **inventory)
-    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
-    assert result.returncode == 0, result.stdout + result.stderr
-    jobs = {
-        j["job_name"]: j
-        for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
-    }
+    jobs = _checked_jobs(files["prometheus.yml"])
     assert jobs["sentinel"]["static_configs"][0]["targets"] == [
         f"rediss://192.0.2.1{i}:26379" for i in (1, 2, 3)
     ]
@@ -130,12 +130,7 @@ def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> Non
         monitoring_sentinel_targets=["192.0.2.11:26379"],
         monitoring_flower_url_prefix="flower",
     )
-    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
-    assert result.returncode == 0, result.stdout + result.stderr
-    jobs = {
-        j["job_name"]: j
-        for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
-    }
+    jobs = _checked_jobs(files["prometheus.yml"])
     assert jobs["sentinel"]["static_configs"][0]["targets"] == ["rediss://192.0.2.11:26379"]
     assert jobs["flower"]["metrics_path"] == "/flower/metrics"
 
@@ -155,12 +150,7 @@ def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> Non
     off = _render(tmp_path, monitoring_node_exporter=False, **inventory)["prometheus.yml"]
     assert "node" not in {j["job_name"] for j in yaml.safe_load(off.read_text())["scrape_configs"]}
     files = _render(tmp_path, **inventory)
-    result = _run(_tool("promtool"), "check", "config", str(files["prometheus.yml"]))
-    assert result.returncode == 0, result.stdout + result.stderr
-    jobs = {
-        j["job_name"]: j
-        for j in yaml.safe_load(files["prometheus.yml"].read_text())["scrape_configs"]
-    }
+    jobs = _checked_jobs(files["prometheus.yml"])
     assert jobs["node"]["static_configs"][0]["targets"] == ["192.0.2.21:9100", "192.0.2.22:9100"]
     assert jobs["node"]["scheme"] == "https"
     assert jobs["node"]["tls_config"] == {
