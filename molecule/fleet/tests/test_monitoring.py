@@ -4,7 +4,7 @@ on every celery host (mutual TLS), and Alertmanager delivers real alerts to a te
 receiver (molecule/fleet/prepare.yml), asserted on what the receiver wrote.
 
 Runs after test_fleet.py (file order): its worker stops and load are over, and the one
-failover here (last test) leaves the fleet healthy for test_secrets.py's converge. Every
+failover here (last test) leaves the fleet healthy for test_rolling.py's converge. Every
 wait is derived from the scenario's timings (molecule.yml) with the budget that
 docs/monitoring.md documents (scrape + evaluation + for + evaluation + Alertmanager's
 grouping), times MARGIN; each test prints the delay it measured.
