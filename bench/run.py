@@ -250,9 +250,11 @@ def _kill_loop(
     return events
 
 
-def _failover_variant(name: str, kills: int, rate: float, every: float) -> dict[str, Any]:
+def _failover_variant(
+    name: str, timings: Timings, kills: int, rate: float, every: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, fleet_in(Path(tmp)) as fleet:
-        timings, persistence = _timings(), _persistence()
+        persistence = _persistence()
         primary = fleet.server("redis-1", variables=persistence)
         fleet.server("redis-2", replica_of=primary, variables=persistence)
         fleet.server("redis-3", replica_of=primary, variables=persistence)
@@ -316,13 +318,14 @@ _SWITCH = re.compile(r"(\d+ \w+ \d+ [\d:.]+) # \+switch-master \S+ \S+ (\d+) \S+
 
 
 def _switches(fleet: RedisFleet) -> list[dict[str, Any]]:
-    """Every +switch-master the Sentinels logged (their clock: this host's, UTC), each switch
-    once: the Sentinels log the same one within a second or two of each other."""
+    """Every +switch-master the Sentinels logged (Redis stamps its log in local time, as
+    ``datetime.timestamp`` reads a naive time), each switch once: the Sentinels log the same
+    one within a second or two of each other."""
     names = {n.port: n.name for n in fleet.nodes if n.kind == "redis"}
     logged = []
     for sentinel in fleet.sentinel_nodes(alive=False):
         for match in _SWITCH.finditer(sentinel.logfile.read_text(errors="replace")):
-            when = datetime.strptime(match[1], "%d %b %Y %H:%M:%S.%f").replace(tzinfo=UTC)
+            when = datetime.strptime(match[1], "%d %b %Y %H:%M:%S.%f")
             logged.append((when.timestamp(), int(match[2]), int(match[3])))
     switches: list[dict[str, Any]] = []
     last: dict[tuple[int, int], float] = {}
@@ -472,7 +475,7 @@ def failover(quick: bool) -> dict[str, Any]:
         if name != "kombu":
             transport.install()  # what celeryconfig does with reliable fetch on
         try:
-            out["variants"][name] = _failover_variant(name, kills, rate, every)
+            out["variants"][name] = _failover_variant(name, timings, kills, rate, every)
         except Exception as exc:
             out["variants"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
         v = out["variants"][name]

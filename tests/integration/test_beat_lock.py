@@ -249,7 +249,7 @@ def test_the_lock_follows_a_sentinel_failover_without_double_sends(
     old = redis_fleet.primary()
     redis_fleet.kill(old)
     killed_at = time.time()
-    new = redis_fleet.wait_for_failover(old, timeout=60)
+    new = redis_fleet.wait_for_failover(old)
     resumed = wait_for(
         lambda: len([at for at, _ in stamps(runlog) if at > killed_at]) >= 5,
         "five sends after the failover",

@@ -72,7 +72,7 @@ def wait_all_ran(path: Path, tokens: list[str], timeout: float) -> collections.C
 def sentinel_cluster(fleet: RedisFleet) -> Node:
     primary = fleet.server("p1")
     fleet.server("r1", replica_of=primary)
-    fleet.sentinels(primary, down_after_ms=1000)
+    fleet.sentinels(primary)
     return primary
 
 
@@ -87,7 +87,7 @@ def check_stream(
     label: str,
     may_lose: int = 0,
 ) -> Node:
-    new = fleet.wait_for_failover(old, timeout=30)
+    new = fleet.wait_for_failover(old)
     runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
     lost = [t for t in tokens if runs[t] == 0]
     duplicates = {t: n for t, n in runs.items() if n > 1}
@@ -260,7 +260,7 @@ def test_long_task_running_during_failover_completes(
     redis_fleet.wait_for(lambda: sum(read_runs(runlog).values()) >= 2, "both long tasks to start")
     killed = time.monotonic()
     redis_fleet.kill(old)
-    redis_fleet.wait_for_failover(old, timeout=30)
+    redis_fleet.wait_for_failover(old)
     tokens = [f"end:long{i}" for i in range(2)]
     runs = wait_all_ran(runlog, tokens, DRAIN_TIMEOUT)
     record_property(
