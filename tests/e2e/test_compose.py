@@ -345,7 +345,14 @@ def test_doctor_finds_nothing(stack: Stack) -> None:
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
-MONITORING_JOBS = {"prometheus": 1, "alertmanager": 1, "flower": 1, "redis": 2, "redis_exporter": 1}
+MONITORING_JOBS = {
+    "prometheus": 1,
+    "alertmanager": 1,
+    "flower": 1,
+    "redis": 2,
+    "sentinel": 3,
+    "redis_exporter": 1,
+}
 # Every target UP took 10 s after `make up MONITORING=1` returned here (2 cores, other
 # jobs running; scrape interval 15 s); the timeout leaves room for a slower machine.
 TARGETS_UP_TIMEOUT = 120
@@ -474,6 +481,19 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
                 break
         time.sleep(2)
     assert seen == expected, seen
+    # The Sentinels, as the read-only monitoring user: logged in (redis_up) and reading
+    # SENTINEL MASTERS (the master's ok-Sentinels count).
+    query = urllib.parse.quote('redis_sentinel_master_ok_sentinels{job="sentinel"}')
+    sentinels = [f"{stack.prefix}.{n}:26379" for n in (21, 22, 23)]
+    ok: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError, KeyError):
+            result = prometheus_api(port, f"query?query={query}")["result"]
+            ok = sorted((r["metric"]["instance"], r["value"][1]) for r in result)
+            if ok == [(s, "3") for s in sentinels]:
+                break
+        time.sleep(2)
+    assert ok == [(s, "3") for s in sentinels], ok
     groups = {g["name"] for g in prometheus_api(port, "rules")["groups"]}
     assert groups == {"celery", "redis", "tls", "doctor"}, groups
     alertmanagers = prometheus_api(port, "alertmanagers")["activeAlertmanagers"]
