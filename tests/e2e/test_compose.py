@@ -504,6 +504,52 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     assert ready.returncode == 0, ready.stdout + ready.stderr
 
 
+# scrape (15 s) + evaluation (15 s) + the rule's `for: 1m` + evaluation, then Alertmanager's
+# group_wait: ~2 min by the role's defaults (docs/monitoring.md); twice that.
+QUORUM_ALERT_TIMEOUT = 300
+
+
+def test_two_stopped_sentinels_fire_sentinel_quorum_lost(stack: Stack) -> None:
+    """Runs after the monitoring profile is up: stopping two of the three Sentinels leaves
+    the third with 1 ok Sentinel of the quorum 2; SentinelQuorumLost must fire for it in
+    Prometheus and reach Alertmanager. Both are started again afterwards."""
+    port = int(stack.settings["CF_PROMETHEUS_PORT"])
+    survivor = f"{stack.prefix}.21:26379"
+    stopped = stack.compose("stop", "sentinel-2", "sentinel-3")
+    assert stopped.returncode == 0, stopped.stderr
+    started = time.monotonic()
+    try:
+        firing: list[dict[str, Any]] = []
+        while time.monotonic() < started + QUORUM_ALERT_TIMEOUT:
+            with contextlib.suppress(OSError, AssertionError, KeyError):
+                firing = [
+                    a
+                    for a in prometheus_api(port, "alerts")["alerts"]
+                    if a["labels"]["alertname"] == "SentinelQuorumLost" and a["state"] == "firing"
+                ]
+                if any(a["labels"]["instance"] == survivor for a in firing):
+                    break
+            time.sleep(3)
+        assert any(a["labels"]["instance"] == survivor for a in firing), firing
+        print(f"SentinelQuorumLost firing after {time.monotonic() - started:.0f} s")
+        # Alertmanager has it too (amtool from Debian's prometheus-alertmanager, in the
+        # container: Alertmanager is not published).
+        query = [
+            "exec", "-T", "alertmanager", "amtool", "alert", "query",
+            "--alertmanager.url=http://alertmanager:9093", "alertname=SentinelQuorumLost",
+        ]  # fmt: skip
+        seen = ""
+        while time.monotonic() < started + QUORUM_ALERT_TIMEOUT:
+            seen = stack.compose(*query).stdout
+            if "SentinelQuorumLost" in seen:
+                break
+            time.sleep(3)
+        assert "SentinelQuorumLost" in seen, seen
+    finally:
+        back = stack.compose("start", "sentinel-2", "sentinel-3")
+    assert back.returncode == 0, back.stderr
+
+
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
     down = stack.make("down", timeout=180)
     stack.down = True
