@@ -9,12 +9,16 @@ shared machine hits every row alike; read the ratios, not the rates. Per row and
   (the primary), the bench's own INFO calls left out, with the five largest commands;
 - CPU seconds per task of the worker (main process + pool children, exited children
   included), the producer (this process: publishing and fetching results) and Redis, from
-  ``/proc/<pid>/stat``.
+  ``/proc/<pid>/stat``; on the RabbitMQ rows, the broker's (``beam.smp``) and the results
+  Redis' apart, and no Redis commands (``bench/rabbit_rows.py``).
 
 Rows: Celery's defaults (no celery_fleet: ``bench/celery_defaults_app.py``) on plain
 ``redis://`` and verified ``rediss://``; celery_fleet's defaults on plain ``redis://``,
 ``rediss://`` and Sentinel + TLS; and, on plain ``redis://``, celery_fleet's defaults with
-one thing changed per row (``VARIANTS``), to price each default on its own.
+one thing changed per row (``VARIANTS``), to price each default on its own; celery_fleet's
+defaults with RabbitMQ (amqps://) as the broker and results on ``rediss://``, with publisher
+confirms and without (``bench/rabbit_rows.py``; left out, and said so, where
+``rabbitmq-server`` is not installed).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from celery import Celery
 from celery.result import ResultSet
 
+from bench import rabbit_rows
 from celery_fleet.settings import load
 from harness import envs
 from harness.pki import Pki
@@ -45,7 +50,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = 2
 
 # name -> (path, config, env). path: plain | rediss | rediss+replica | sentinel |
-# sentinel+replica;
+# sentinel+replica | amqps (RabbitMQ broker, results on rediss://: bench/rabbit_rows.py);
 # config: "celery" (Celery's defaults) or "fleet" (celery_fleet.celeryconfig).
 BASELINES: dict[str, tuple[str, str, Env]] = {
     "Celery's defaults, plain redis://": ("plain", "celery", {}),
@@ -153,12 +158,14 @@ class Stack:
     config: str
     env: Env
     fleet: RedisFleet
-    data: Node  # the node the commands are counted on
+    data: Node  # the node the commands are counted on (RabbitMQ rows: the results' node)
+    broker: rabbit_rows.Broker | None = None  # RabbitMQ rows only
     worker: Worker | None = None
     app: Celery | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     def commandstats(self) -> Counter[str]:
+        """Redis commands on the data node; none counted on a RabbitMQ row's broker."""
         stats = self.fleet.info(self.data, "commandstats")
         return Counter(
             {
@@ -171,6 +178,10 @@ class Stack:
     def redis_cpu(self) -> float:
         assert self.data.proc is not None
         return _cpu_of(self.data.proc.pid)[1]
+
+    def rabbitmq_cpu(self) -> float:
+        assert self.broker is not None
+        return _cpu_of(self.broker.cpu_pid())[1]
 
     def worker_cpu(self) -> float:
         assert self.worker is not None
@@ -189,13 +200,19 @@ def _celery_conf(fleet: RedisFleet, path: str) -> dict[str, Any]:
 def _build(name: str, path: str, config: str, extra: Env, folder: Path) -> Stack:
     fleet = RedisFleet(folder / "fleet", Pki.create(folder / "pki"))
     try:
-        if path == "plain":
+        broker = None
+        if path == rabbit_rows.PATH:
+            broker = rabbit_rows.start(fleet, folder / "rabbit", fleet.pki, extra)
+            data = broker.results
+        elif path == "plain":
             data = fleet.server("plain", listen=Listen.TCP)
         else:
             data = fleet.server("primary")
             if path.endswith("+replica"):
                 fleet.server("replica", replica_of=data)
-        if path.startswith("sentinel"):
+        if broker is not None:
+            env = broker.env
+        elif path.startswith("sentinel"):
             fleet.sentinels(data)
             env = envs.sentinel(fleet)
         else:
@@ -204,7 +221,7 @@ def _build(name: str, path: str, config: str, extra: Env, folder: Path) -> Stack
                 "CELERY_RESULT_BACKEND": envs.url(fleet, data, 1),
                 **(envs.tls(fleet) if path.startswith("rediss") and config == "fleet" else {}),
             }
-        stack = Stack(name, path, config, {**env, **extra}, fleet, data)
+        stack = Stack(name, path, config, {**env, **extra}, fleet, data, broker)
         if config == "celery":
             conf = _celery_conf(fleet, path)
             worker_env = {**env, "BENCH_CELERY_CONF": json.dumps(conf)}
@@ -234,29 +251,41 @@ def _build(name: str, path: str, config: str, extra: Env, folder: Path) -> Stack
         stack.app = app
         return stack
     except BaseException:
+        if broker is not None:
+            broker.close()
         fleet.close()
         raise
 
 
+def _cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of each process of the stack (RabbitMQ rows: ``rabbitmq`` too,
+    ``redis`` being the results' node only)."""
+    cpu = {"worker": stack.worker_cpu(), "producer": self_cpu(), "redis": stack.redis_cpu()}
+    if stack.broker is not None:
+        cpu["rabbitmq"] = stack.rabbitmq_cpu()
+    return cpu
+
+
 def _round(stack: Stack, n: int) -> dict[str, Any]:
     assert stack.app is not None
-    before_cmds, before_redis = stack.commandstats(), stack.redis_cpu()
-    before_worker, before_self = stack.worker_cpu(), self_cpu()
+    redis_broker = stack.broker is None
+    before_cmds = stack.commandstats() if redis_broker else Counter[str]()
+    before_cpu = _cpu(stack)
     started = time.perf_counter()
     results = [stack.app.send_task("bench.noop") for _ in range(n)]
     ResultSet(results, app=stack.app).get(timeout=300, propagate=True)
     elapsed = time.perf_counter() - started
     # Let the worker finish its acks and events for the last tasks before counting.
     time.sleep(0.3)
-    cmds = stack.commandstats() - before_cmds
+    after_cpu = _cpu(stack)
+    cmds = stack.commandstats() - before_cmds if redis_broker else Counter[str]()
     return {
         "tasks_per_s": round(n / elapsed, 1),
-        "commands_per_task": round(sum(cmds.values()) / n, 2),
+        # the broker's commands; a RabbitMQ row has none to count (null, "n/a")
+        "commands_per_task": round(sum(cmds.values()) / n, 2) if redis_broker else None,
         "top_commands_per_task": {k: round(v / n, 2) for k, v in cmds.most_common(8)},
         "cpu_ms_per_task": {
-            "worker": round((stack.worker_cpu() - before_worker) / n * 1000, 3),
-            "producer": round((self_cpu() - before_self) / n * 1000, 3),
-            "redis": round((stack.redis_cpu() - before_redis) / n * 1000, 3),
+            who: round((after_cpu[who] - before_cpu[who]) / n * 1000, 3) for who in before_cpu
         },
     }
 
@@ -265,14 +294,15 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def med(values: list[float]) -> float:
         return round(statistics.median(values), 3)
 
+    commands = [r["commands_per_task"] for r in runs]
     return {
         "tasks_per_s": med([r["tasks_per_s"] for r in runs]),
         "runs": [r["tasks_per_s"] for r in runs],
-        "commands_per_task": med([r["commands_per_task"] for r in runs]),
+        "commands_per_task": None if None in commands else med(commands),
         "top_commands_per_task": runs[-1]["top_commands_per_task"],
         "cpu_ms_per_task": {
             who: med([r["cpu_ms_per_task"][who] for r in runs])
-            for who in ("worker", "producer", "redis")
+            for who in runs[0]["cpu_ms_per_task"]
         },
     }
 
@@ -283,6 +313,9 @@ def rows(selection: str | None) -> dict[str, tuple[str, str, Env]]:
     everything = dict(BASELINES)
     for name, extra in VARIANTS.items():
         everything[f"celery-fleet, plain redis://, {name}"] = ("plain", "fleet", extra)
+    if rabbit_rows.installed():
+        for name, extra in rabbit_rows.ROWS.items():
+            everything[name] = (rabbit_rows.PATH, "fleet", extra)
     if not selection:
         return everything
     everything.update(OPTIONAL)
@@ -336,6 +369,8 @@ def throughput(quick: bool) -> dict[str, Any]:
                     stack.app.close()
                 if stack.worker is not None:
                     stack.worker.stop()
+                if stack.broker is not None:
+                    stack.broker.close()
                 stack.fleet.close()
     figures = {s.name: _summary(s.runs) for s in stacks}
     celery_ratios = {r["round"]: r["ratio"] for r in by_name(stacks)[CELERY_PLAIN].runs}
@@ -352,6 +387,7 @@ def throughput(quick: bool) -> dict[str, Any]:
         fig["ratio_to_celery_plain"] = round(statistics.median(to_celery), 3)
         fig["ratio_to_celery_plain_per_round"] = [round(x, 3) for x in to_celery]
         fig["env"] = dict(chosen[stack.name][2])
+    rabbit_rows.against_redis(figures)
     return {
         "tasks": n,
         "rounds": rounds,
@@ -365,6 +401,7 @@ def throughput(quick: bool) -> dict[str, Any]:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after_each_round": [round(x, 2) for x in loads],
         "rows": figures,
+        "rabbitmq": rabbit_rows.note(),
         "target": "celery-fleet on rediss:// >= 0.85 of Celery's defaults on plain redis://; "
         "celery-fleet on rediss:// and Sentinel + TLS >= 0.9 of celery-fleet on plain redis://",
     }
@@ -387,13 +424,25 @@ def throughput_markdown(t: dict[str, Any]) -> list[str]:
         "producer / Redis |",
         "|---|---|---|---|---|---|",
     ]
+    to_redis = []
     for name, v in t["rows"].items():
         cpu = v["cpu_ms_per_task"]
         per_round = ", ".join(str(x) for x in v["ratio_to_fleet_plain_per_round"])
         to_celery = ", ".join(str(x) for x in v["ratio_to_celery_plain_per_round"])
+        commands = "n/a" if v["commands_per_task"] is None else v["commands_per_task"]
+        server = f"{cpu['redis']}"
+        if "rabbitmq" in cpu:
+            server = f"RabbitMQ {cpu['rabbitmq']} (+ results Redis {cpu['redis']})"
         lines.append(
             f"| {name} | {v['tasks_per_s']} | {v['ratio_to_celery_plain']} ({to_celery}) | "
-            f"{v['ratio_to_fleet_plain']} ({per_round}) | {v['commands_per_task']} | "
-            f"{cpu['worker']} / {cpu['producer']} / {cpu['redis']} |"
+            f"{v['ratio_to_fleet_plain']} ({per_round}) | {commands} | "
+            f"{cpu['worker']} / {cpu['producer']} / {server} |"
         )
+        if "ratio_to_rediss_row" in v:
+            rounds = ", ".join(str(x) for x in v["ratio_to_rediss_row_per_round"])
+            to_redis.append(f"- {name}: {v['ratio_to_rediss_row']} ({rounds})")
+    if to_redis:
+        lines += ["", f"Rate relative to {rabbit_rows.REDIS_TWIN} (per round):", *to_redis]
+    if "rabbitmq" in t:
+        lines += ["", f"{t['rabbitmq']}."]
     return [*lines, "", f"Target: {t['target']}.", ""]
