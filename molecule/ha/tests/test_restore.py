@@ -1,12 +1,13 @@
 """Backup and restore of the broker (runs last: after test_ha.py and test_partition.py).
 
-Real Celery messages (send_task through the Sentinels) and real dead letters (the worker's
-own writer) go to the primary; the backup service runs on every node as its timer would
-(one more time than the retention), on the replicas only; every node's data is then wiped
-(Redis stopped, its RDB and AOF deleted: empty nodes), `playbooks/restore.yml` brings a
-former replica up as the primary from a snapshot copied to the controller, and the queue,
-the dead letters, replication, AOF and the Sentinels must all be back. docs/operations.md,
-"Backing up and restoring the broker".
+The broker roles are first converged to the inventory's settings (the earlier tests leave
+their own ``-e`` settings applied). Then real Celery messages (send_task through the
+Sentinels) and real dead letters (the worker's own writer) go to the primary; the backup
+service runs on every node as its timer would (one more time than the retention), on the
+replicas only; every node's data is then wiped (Redis stopped, its RDB and AOF deleted:
+empty nodes), `playbooks/restore.yml` brings a former replica up as the primary from a
+snapshot copied to the controller, and the queue, the dead letters, replication, AOF and
+the Sentinels must all be back. docs/operations.md, "Backing up and restoring the broker".
 """
 
 from __future__ import annotations
@@ -95,9 +96,25 @@ def test_the_backup_timer_is_scheduled_and_its_secrets_are_private(node: str) ->
 
 
 @pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
+def test_before_the_backup_the_broker_roles_are_converged_to_the_inventory() -> None:
+    """The earlier tests converge with settings of their own (test_ha.py passes
+    ``-e redis_min_replicas_max_lag=...``), and the nodes keep them: converged to the
+    inventory again here, a converge after the restore has nothing left to change unless
+    the restore itself left something the roles would change."""
+    result = fleet.converge(["--tags", "redis,redis_sentinel"])
+    assert result.returncode == 0, result.stdout[-4000:]
+    lag = int(GV.get("redis_min_replicas_max_lag", 10))
+    for node in NODES:
+        live = fleet.admin(node).config_get("min-replicas-max-lag")["min-replicas-max-lag"]
+        assert int(live) == lag, (node, live)
+    STATE.update(baseline=True)
+
+
+@pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_snapshot_restored_onto_wiped_nodes_brings_back_the_queue_and_the_dead_letters(
     tmp_path: Path,
 ) -> None:
+    assert STATE.get("baseline"), "runs after the converge to the inventory"
     started = time.monotonic()
     primary = current_primary()
     fleet.wait_for(
