@@ -12,7 +12,7 @@ APP_REQUIREMENTS ?=
 WHEEL_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
 
-.PHONY: wheelhouse deploy verify restart-workers test-molecule-fleet
+.PHONY: wheelhouse deploy verify restart-workers backup restore test-molecule-fleet
 
 $(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
 	@echo "==> wheelhouse $(WHEELHOUSE) (python $(WHEEL_PYTHON), $(WHEEL_ARCH))"
@@ -35,6 +35,19 @@ deploy: setup wheelhouse ## Deploy everything: make deploy INVENTORY=path/to/hos
 
 restart-workers: setup wheelhouse ## Rolling restart of the workers, one host at a time: make restart-workers INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) -e celery_rolling_restart=true playbooks/celery.yml $(DEPLOY_ARGS)
+
+backup: setup ## Verified Redis snapshot now on the data nodes (as the backup timer does): make backup INVENTORY=...
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml $(DEPLOY_ARGS)
+
+# The snapshot to restore (an RDB file on this machine) and the data node that becomes the
+# primary (default: redis_primary). docs/operations.md, "Backing up and restoring the broker".
+SNAPSHOT ?=
+RESTORE_PRIMARY ?=
+
+restore: setup ## Restore Redis from a snapshot onto a new primary, re-form replicas and Sentinels: make restore INVENTORY=... SNAPSHOT=path [RESTORE_PRIMARY=host]
+	@test -n "$(SNAPSHOT)" || { echo "make restore: set SNAPSHOT=path/to/snapshot.rdb (docs/operations.md, \"Backing up and restoring the broker\")" >&2; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e redis_restore_snapshot=$(abspath $(SNAPSHOT)) \
+	  $(if $(RESTORE_PRIMARY),-e redis_restore_primary=$(RESTORE_PRIMARY)) playbooks/restore.yml $(DEPLOY_ARGS)
 
 verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)

@@ -517,3 +517,40 @@ def test_the_doctor_timer_defaults_pass_and_follow_the_service_manager(tmp_path:
         out = preflight(tmp_path, "celery", {"celery_redis_password": GOOD, **variables})
         passed = out.split("Check the doctor's timer", 1)[1].split("TASK [", 1)[0]
         assert "ok: [node1]" in passed, out
+
+
+# Backups (redis_backup_enabled): the backup user's password and each setting the unit is
+# rendered from, each refused with its name and the fix; the schedule by systemd itself.
+BACKUP = {"redis_backup_enabled": True, "redis_backup_password": GOOD + "m"}
+
+
+def test_valid_backup_settings_pass_preflight(tmp_path: Path) -> None:
+    out = preflight(
+        tmp_path,
+        "redis",
+        {**valid(tmp_path, "redis"), **BACKUP, "redis_backup_ship_dir": "/mnt/redis-backups"},
+    )
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", out), out
+
+
+def test_backups_need_the_backup_password(tmp_path: Path) -> None:
+    out = preflight(tmp_path, "redis", {**valid(tmp_path, "redis"), "redis_backup_enabled": True})
+    assert "redis_backup_password is empty" in flat(out), out
+    assert "failed=1" in out, out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("redis_backup_retain", 0, "redis_backup_retain is 0: set a whole number of copies"),
+        ("redis_backup_dir", "relative/dir", "redis_backup_dir is 'relative/dir': set an absolute"),
+        ("redis_backup_ship_dir", "/var/lib/redis-backup", "other than redis_backup_dir"),
+        ("redis_backup_on_calendar", "every tuesday-ish", "which systemd does not accept"),
+    ],
+)
+def test_a_bad_backup_setting_fails_preflight_naming_it(
+    tmp_path: Path, variable: str, value: object, message: str
+) -> None:
+    out = preflight(tmp_path, "redis", {**valid(tmp_path, "redis"), **BACKUP, variable: value})
+    assert message in flat(out), out
+    assert "failed=1" in out, out

@@ -20,7 +20,10 @@ REDIS_USERS = {
     "redis_replication_user": "redis_replication_password",
     "redis_sentinel_auth_user": "redis_sentinel_auth_password",
     "redis_flower_user": "redis_flower_password",
+    "redis_backup_user": "redis_backup_password",
 }
+# The backup user exists only while backups are on.
+BACKUP_ON = {"redis_backup_enabled": True}
 SENTINEL_USERS = {
     "redis_sentinel_admin_user": "redis_sentinel_password",
     "redis_sentinel_client_user": "redis_sentinel_client_password",
@@ -60,7 +63,9 @@ def test_users_acl_has_two_hashes_for_the_rotated_user_only(rotated: str) -> Non
     passwords = _passwords(REDIS_USERS)
     previous_var = REDIS_USERS[rotated] + "_previous"
     old = "Old-password-7Hq2mZ"
-    text = render.render("users.acl.j2", role="redis", variables={**passwords, previous_var: old})
+    text = render.render(
+        "users.acl.j2", role="redis", variables={**passwords, **BACKUP_ON, previous_var: old}
+    )
     for user_var, password_var in REDIS_USERS.items():
         user = render.resolve("redis", passwords, user_var)
         expected = [_sha(passwords[password_var])]
@@ -74,7 +79,7 @@ def test_users_acl_has_two_hashes_for_the_rotated_user_only(rotated: str) -> Non
 
 def test_users_acl_without_a_rotation_has_one_hash_per_user() -> None:
     passwords = _passwords(REDIS_USERS)
-    text = render.render("users.acl.j2", role="redis", variables=passwords)
+    text = render.render("users.acl.j2", role="redis", variables={**passwords, **BACKUP_ON})
     for user_var, password_var in REDIS_USERS.items():
         user = render.resolve("redis", passwords, user_var)
         assert _hashes(text, user) == [_sha(passwords[password_var])]

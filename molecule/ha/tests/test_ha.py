@@ -390,6 +390,13 @@ def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> 
         "every node restarted"
     )
     fleet.wait_for(lambda: fleet.replicates_from(old, new), 60, f"{old} to replicate from {new}")
+    # The new setting on every node, the handed-over primary too: in its redis.conf and live
+    # (a CONFIG REWRITE before its restart once wrote the old value back over the rendered
+    # file, and it restarted with it while the recorded digest said it was converged).
+    for node in NODES:
+        live = fleet.admin(node).config_get("min-replicas-max-lag")["min-replicas-max-lag"]
+        conf = fleet.docker("exec", node, "cat", "/etc/redis/redis.conf")
+        assert (int(live), f"\nmin-replicas-max-lag {lag}\n" in conf) == (lag, True), node
     stored = {int(v) for v in fleet.app(new).lrange("mol:ha:handover", 0, -1)}
     lost = [v for v in writer.acked if v not in stored]
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:20]}"
