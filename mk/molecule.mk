@@ -21,7 +21,8 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 
 # Lanes of `make test` (Makefile): balanced by measured durations (2 cores, the other lane
 # running; fresh-clone CI of 2026-12-01, 2622 s). Process lane: lint 65 s, unit 206,
-# integration 646, ha 616, rabbitmq 745 = ~2280 s. Systemd lane: e2e 390, fleet 1808 minus
-# its idempotence step (now its first verify test, ~350 s), default 283 = ~2130 s.
+# integration 646 (~+50 with the role's Sentinel timings), ha 616 + ~300 (backup and
+# restore), rabbitmq 745 = ~2630 s. Systemd lane: e2e 390 + ~120 (Sentinel quorum alert),
+# fleet 1808 minus its verbose converge (~380 s), default 283 = ~2220 s.
 TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
 TEST_SYSTEMD_TARGETS += test-molecule-default

@@ -28,6 +28,7 @@ from celery_fleet.deadletter import writer
 from celery_fleet.deadletter.config import Config
 from celery_fleet.deadletter.entry import Entry
 from celery_fleet.settings import load
+from harness import render
 
 NODES = fleet.hosts_in("redis")
 GV = fleet.group_vars()
@@ -103,7 +104,8 @@ def test_before_the_backup_the_broker_roles_are_converged_to_the_inventory() -> 
     the restore itself left something the roles would change."""
     result = fleet.converge(["--tags", "redis,redis_sentinel"])
     assert result.returncode == 0, result.stdout[-4000:]
-    lag = int(GV.get("redis_min_replicas_max_lag", 10))
+    shipped = render.role_defaults("redis")["redis_min_replicas_max_lag"]
+    lag = int(GV.get("redis_min_replicas_max_lag", shipped))
     for node in NODES:
         live = fleet.admin(node).config_get("min-replicas-max-lag")["min-replicas-max-lag"]
         assert int(live) == lag, (node, live)
