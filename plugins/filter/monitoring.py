@@ -5,12 +5,17 @@ deadletter_key=, beat_key_pattern=, listen="")``: the Redis exporter's arguments
 files, the queues, the dead-letter stream and beat's keys it reads).
 ``celery_fleet.fleet.prometheus_argv(retention_days, config_file="", listen="")``:
 Prometheus' arguments.
+``celery_fleet.fleet.alertmanager_argv(config_file="", listen="")``: Alertmanager's (one
+instance, no cluster gossip port).
+``celery_fleet.fleet.node_exporter_argv(textfile_dir, web_config=, listen="")``: node
+exporter's (the textfile collector alone, HTTPS by its web config).
 
 Role monitoring joins them into the ``ARGS`` of the Debian packages' ``/etc/default`` files
-(roles/monitoring/tasks/install.yml); the local stack writes them one per line into
-``config/monitoring/*.args`` (playbooks/local.yml), which compose/bin/monitoring-start passes
-after the container's own listen address, config and storage paths. So the stack's exporter
-reads the same keys, streams and TLS files the servers' does.
+(roles/monitoring/tasks/install.yml, node_exporter.yml); the local stack writes them one per
+line into ``config/monitoring/*.args`` (playbooks/local.yml), which
+compose/bin/monitoring-start passes after the container's own config and storage paths. So
+the stack's exporters read the same keys, streams and TLS files, and listen on the same
+loopback addresses, as the servers' do.
 
 ``listen`` and ``config_file`` are optional: "" leaves the argument out (the container sets
 it itself).
@@ -58,6 +63,33 @@ def prometheus_argv(retention_days: Any, config_file: str = "", listen: str = ""
     return argv
 
 
+def alertmanager_argv(config_file: str = "", listen: str = "") -> list[str]:
+    argv = [f"--config.file={config_file}"] if config_file else []
+    if listen:
+        argv.append(f"--web.listen-address={listen}")
+    # One Alertmanager: no gossip port (its default listens on every address, 9094).
+    argv.append("--cluster.listen-address=")
+    return argv
+
+
+def node_exporter_argv(textfile_dir: str, *, web_config: str, listen: str = "") -> list[str]:
+    """The textfile collector alone (the doctor's metrics file), HTTPS by ``web_config``."""
+    argv = [
+        "--collector.disable-defaults",
+        "--collector.textfile",
+        f"--collector.textfile.directory={textfile_dir}",
+    ]
+    if listen:
+        argv.append(f"--web.listen-address={listen}")
+    argv.append(f"--web.config.file={web_config}")
+    return argv
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"redis_exporter_argv": redis_exporter_argv, "prometheus_argv": prometheus_argv}
+        return {
+            "redis_exporter_argv": redis_exporter_argv,
+            "prometheus_argv": prometheus_argv,
+            "alertmanager_argv": alertmanager_argv,
+            "node_exporter_argv": node_exporter_argv,
+        }

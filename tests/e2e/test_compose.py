@@ -352,6 +352,7 @@ MONITORING_JOBS = {
     "redis": 2,
     "sentinel": 3,
     "redis_exporter": 1,
+    "node": 1,
 }
 # Every target UP took 10 s after `make up MONITORING=1` returned here (2 cores, other
 # jobs running; scrape interval 15 s); the timeout leaves room for a slower machine.
@@ -410,9 +411,10 @@ def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
 
 
 def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
-    """`make up MONITORING=1` on the running stack adds Prometheus, Alertmanager and the
-    Redis exporter (role monitoring's templates); every target comes up, both data nodes
-    answer the exporter over TLS as the monitor user, the rule groups are loaded. It runs
+    """`make up MONITORING=1` on the running stack adds Prometheus, Alertmanager, the Redis
+    exporter, node exporter and the doctor (role monitoring's templates, role celery's doctor
+    timer as a loop); every target comes up, both data nodes answer the exporter over TLS as
+    the monitor user, the doctor's verdicts reach Prometheus, the rule groups are loaded. It runs
     after the failover test (the extra containers would load the machine during it), so
     `make up` also starts the old primary again, which must rejoin as a replica."""
     port = free_port()
@@ -435,9 +437,12 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     print(f"make up MONITORING=1: {time.monotonic() - started:.0f} s")
     assert up.returncode == 0, (up.stdout + up.stderr)[-3000:] + stack.workers_diagnosis()
     services = {stack.service(c): c for c in stack.containers()}
-    for name in ("prometheus", "alertmanager", "redis-exporter"):
+    for name in ("prometheus", "alertmanager", "redis-exporter", "node-exporter", "doctor"):
         c = services[name]
-        assert c["State"]["Health"]["Status"] == "healthy", name
+        # node exporter answers only a client certificate and the doctor is a loop: no
+        # healthcheck; Prometheus' targets and the doctor's series below are their checks.
+        assert c["State"].get("Health", {}).get("Status", "healthy") == "healthy", name
+        assert c["State"]["Status"] == "running", name
         host = c["HostConfig"]
         assert host["ReadonlyRootfs"] is True, name
         assert host["CapDrop"] == ["ALL"], name
@@ -497,11 +502,61 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
     groups = {g["name"] for g in prometheus_api(port, "rules")["groups"]}
     assert groups == {"celery", "redis", "tls", "doctor"}, groups
     alertmanagers = prometheus_api(port, "alertmanagers")["activeAlertmanagers"]
-    assert [a["url"] for a in alertmanagers] == ["http://alertmanager:9093/api/v2/alerts"]
+    assert [a["url"] for a in alertmanagers] == ["http://127.0.0.1:9093/api/v2/alerts"]
     ready = stack.compose(
         "exec", "-T", "alertmanager", "monitoring-start", "healthcheck-alertmanager"
     )
     assert ready.returncode == 0, ready.stdout + ready.stderr
+
+    # The doctor service's first run (at its start): its verdict on itself, when it ran, and
+    # the expiry of the workers' certificates, through node exporter (mutual TLS).
+    doctor: dict[str, str] = {}
+    expiry: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, AssertionError, KeyError):
+            result = prometheus_api(port, "query?query=" + urllib.parse.quote('{job="node"}'))
+            doctor = {
+                r["metric"].get("check", r["metric"]["__name__"]): r["value"][1]
+                for r in result["result"]
+                if r["metric"]["__name__"].startswith("celery_fleet_doctor_")
+            }
+            expiry = {
+                r["metric"]["path"]: float(r["value"][1])
+                for r in result["result"]
+                if r["metric"]["__name__"] == "celery_fleet_certificate_expiry_seconds"
+            }
+            if doctor.get("doctor") == "1" and expiry:
+                break
+        time.sleep(2)
+    assert doctor.get("doctor") == "1", doctor
+    assert "celery_fleet_doctor_last_run_timestamp_seconds" in doctor, doctor
+    assert "/etc/celery-fleet/celery/client.pem" in expiry, expiry
+    assert min(expiry.values()) > time.time() + 21 * 86400, expiry
+
+
+@pytest.mark.parametrize("port", [9093, 9121, 9100])
+def test_the_monitoring_daemons_listen_on_loopback_only(stack: Stack, port: int) -> None:
+    """Alertmanager, the Redis exporter and node exporter share Prometheus' network
+    namespace: from a worker, Prometheus' address answers on 9090 (so the probe works), and
+    refuses the others."""
+    prometheus = next(c for c in stack.containers() if stack.service(c) == "prometheus")
+    address = next(
+        n["IPAddress"]
+        for name, n in prometheus["NetworkSettings"]["Networks"].items()
+        if name.endswith("_backend")
+    )
+    probe = (
+        "import socket, sys\n"
+        "def refused(port):\n"
+        "    try:\n"
+        f"        socket.create_connection(({address!r}, port), timeout=5).close()\n"
+        "    except ConnectionRefusedError:\n"
+        "        return True\n"
+        "    return False\n"
+        f"sys.exit(0 if not refused(9090) and refused({port}) else 1)\n"
+    )
+    answer = stack.compose("exec", "-T", "worker", "python3", "-c", probe)
+    assert answer.returncode == 0, f"{address}:{port} " + answer.stdout + answer.stderr
 
 
 # scrape (15 s) + evaluation (15 s) + the rule's `for: 1m` + evaluation, then Alertmanager's
@@ -536,7 +591,7 @@ def test_two_stopped_sentinels_fire_sentinel_quorum_lost(stack: Stack) -> None:
         # container: Alertmanager is not published).
         query = [
             "exec", "-T", "alertmanager", "amtool", "alert", "query",
-            "--alertmanager.url=http://alertmanager:9093", "alertname=SentinelQuorumLost",
+            "--alertmanager.url=http://127.0.0.1:9093", "alertname=SentinelQuorumLost",
         ]  # fmt: skip
         seen = ""
         while time.monotonic() < started + QUORUM_ALERT_TIMEOUT:

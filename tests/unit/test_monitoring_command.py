@@ -1,6 +1,7 @@
 """One command line per monitoring daemon: role monitoring's /etc/default files and the local
-stack's config/monitoring/*.args take Prometheus' and the Redis exporter's arguments from the
-same filters (plugins/filter/monitoring.py), rendered here from the real tasks."""
+stack's config/monitoring/*.args take Prometheus', Alertmanager's, the Redis exporter's and
+node exporter's arguments from the same filters (plugins/filter/monitoring.py), rendered here
+from the real tasks."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from harness import modules, render
 REPO = Path(__file__).resolve().parents[2]
 FILTERS = REPO / "plugins" / "filter" / "monitoring.py"
 INSTALL = REPO / "roles" / "monitoring" / "tasks" / "install.yml"
+NODE_EXPORTER = REPO / "roles" / "monitoring" / "tasks" / "node_exporter.yml"
 LOCAL = REPO / "playbooks" / "local.yml"
 TARGETS = ["10.0.0.1:6379", "10.0.0.2:6379"]
 EXPORTER = {
@@ -64,6 +66,30 @@ def test_the_prometheus_arguments() -> None:
     ]
 
 
+def test_the_alertmanager_arguments() -> None:
+    alertmanager_argv = _filters().alertmanager_argv
+    assert alertmanager_argv() == ["--cluster.listen-address="]
+    assert alertmanager_argv("/etc/prometheus/alertmanager.yml", listen="127.0.0.1:9093") == [
+        "--config.file=/etc/prometheus/alertmanager.yml",
+        "--web.listen-address=127.0.0.1:9093",
+        "--cluster.listen-address=",
+    ]
+
+
+def test_the_node_exporter_arguments() -> None:
+    argv = _filters().node_exporter_argv("/var/lib/x", web_config="/etc/x/web.yml")
+    assert argv == [
+        "--collector.disable-defaults",
+        "--collector.textfile",
+        "--collector.textfile.directory=/var/lib/x",
+        "--web.config.file=/etc/x/web.yml",
+    ]
+    listening = _filters().node_exporter_argv(
+        "/var/lib/x", web_config="/etc/x/web.yml", listen="10.0.0.5:9100"
+    )
+    assert listening == [*argv[:3], "--web.listen-address=10.0.0.5:9100", argv[3]]
+
+
 def _task(tasks: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(task, the block around it or {})."""
     for task in tasks:
@@ -81,14 +107,17 @@ def _task(tasks: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[
 def _render_items(
     task: dict[str, Any], variables: dict[str, Any], tmp_path: Path
 ) -> dict[str, str]:
-    """The copy task's content for each loop item, as the play renders it."""
+    """The copy task's content for each loop item (all of the task without a loop), as the
+    play renders it."""
     template = tmp_path / "content.j2"
     template.write_text(task["ansible.builtin.copy"]["content"])
     return {
         item["name"]: render.render_file(
-            template, role="monitoring", variables={**variables, "item": item}
+            template,
+            role="monitoring",
+            variables={**variables, **task.get("vars", {}), "item": item},
         )
-        for item in task["loop"]
+        for item in task.get("loop", [{"name": "task"}])
     }
 
 
@@ -112,6 +141,26 @@ def test_the_servers_etc_default_files(tmp_path: Path) -> None:
         " -check-single-streams=db0=celery-fleet:dead-letters"
         ' -count-keys=db0=celery-fleet:beat:*"\n'
     )
+    assert files["prometheus-alertmanager"] == (
+        "# Managed by celery-fleet (role monitoring).\n"
+        'ARGS="--config.file=/etc/prometheus/alertmanager.yml'
+        ' --web.listen-address=127.0.0.1:9093 --cluster.listen-address="\n'
+    )
+
+
+def test_the_servers_node_exporter_default_file(tmp_path: Path) -> None:
+    task, _ = _task(
+        yaml.safe_load(NODE_EXPORTER.read_text()),
+        "node_exporter | Write node exporter's arguments before the package starts it",
+    )
+    files = _render_items(task, {"fleet_address": "10.0.0.5"}, tmp_path)
+    assert files["task"] == (
+        "# Managed by Ansible (role monitoring, node_exporter tasks).\n"
+        'ARGS="--collector.disable-defaults --collector.textfile'
+        " --collector.textfile.directory=/var/lib/prometheus/node-exporter"
+        " --web.listen-address=10.0.0.5:9100"
+        ' --web.config.file=/etc/prometheus/node-exporter/web.yml"\n'
+    )
 
 
 def test_the_local_stacks_args_files(tmp_path: Path) -> None:
@@ -121,12 +170,26 @@ def test_the_local_stacks_args_files(tmp_path: Path) -> None:
         **render.role_defaults("redis"),
         **play["vars"],
         "cf_monitoring_defaults": render.role_defaults("monitoring"),
+        "cf_celery_defaults": render.role_defaults("celery"),
         **block["vars"],
     }
     files = _render_items(task, variables, tmp_path)
+    # No --web.listen-address: compose/bin/monitoring-start sets the container's, which
+    # Docker publishes. The others listen on the role's loopback addresses, in Prometheus'
+    # network namespace.
     assert files["prometheus"] == "--storage.tsdb.retention.time=15d\n"
-    # No -web.listen-address: compose/bin/monitoring-start sets the container's.
+    assert files["alertmanager"] == (
+        "--web.listen-address=127.0.0.1:9093\n--cluster.listen-address=\n"
+    )
+    assert files["node-exporter"] == (
+        "--collector.disable-defaults\n"
+        "--collector.textfile\n"
+        "--collector.textfile.directory=/var/lib/prometheus/node-exporter\n"
+        "--web.listen-address=127.0.0.1:9100\n"
+        "--web.config.file=/etc/celery-fleet/monitoring/web.yml\n"
+    )
     assert files["redis-exporter"] == (
+        "-web.listen-address=127.0.0.1:9121\n"
         "-redis.addr=rediss://10.213.57.11:6379\n"
         "-tls-ca-cert-file=/etc/celery-fleet/monitoring/ca.pem\n"
         "-tls-client-cert-file=/etc/celery-fleet/monitoring/client.pem\n"
@@ -148,6 +211,8 @@ def test_the_local_stacks_args_files(tmp_path: Path) -> None:
         "-check-single-streams",
         "-count-keys",
         "--storage.tsdb.retention.time",
+        "--cluster.listen-address",
+        "--collector.textfile",
     ],
 )
 def test_the_arguments_are_written_once(flag: str) -> None:
