@@ -36,6 +36,18 @@ deploy: setup wheelhouse ## Deploy everything: make deploy INVENTORY=path/to/hos
 restart-workers: setup wheelhouse ## Rolling restart of the workers, one host at a time: make restart-workers INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) -e celery_rolling_restart=true playbooks/celery.yml $(DEPLOY_ARGS)
 
+# The worker hosts to add or retire, comma-separated (inventory names).
+HOSTS ?=
+
+add-workers: setup wheelhouse ## Converge only new worker hosts (and the monitoring host, which scrapes them): make add-workers INVENTORY=... HOSTS=name[,name]
+	@test -n "$(HOSTS)" || { echo "make add-workers: set HOSTS=name[,name], hosts you added to celery_workers (docs/operations.md, \"Scaling the workers\")" >&2; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) --limit '$(HOSTS),monitoring' \
+	  playbooks/celery.yml playbooks/monitoring.yml $(DEPLOY_ARGS)
+
+retire-workers: setup ## Drain and remove worker hosts, one at a time; Flower forgets them: make retire-workers INVENTORY=... HOSTS=name[,name]
+	@test -n "$(HOSTS)" || { echo "make retire-workers: set HOSTS=name[,name] (docs/operations.md, \"Scaling the workers\")" >&2; exit 2; }
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e retire_hosts=$(HOSTS) playbooks/retire-workers.yml $(DEPLOY_ARGS)
+
 backup: setup ## Verified Redis snapshot now on the data nodes (as the backup timer does): make backup INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml $(DEPLOY_ARGS)
 
