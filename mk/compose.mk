@@ -22,7 +22,7 @@ COMPOSE := docker compose --project-directory compose -f compose/compose.yaml -p
 # itself needs no network). Always under compose/.bundle: the build context is the repo.
 WHEELS := compose/.bundle/wheels
 
-.PHONY: up down stop ps logs smoke images bundle test-e2e test-e2e-failover
+.PHONY: up scale down stop ps logs smoke images bundle test-e2e test-e2e-failover
 
 $(WHEELS)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
 	@echo "==> wheels for the app image ($(WHEELS))"
@@ -51,13 +51,24 @@ bundle: setup ## Render certificates, passwords and config files into $(CF_BUNDL
 	  $(if $(CF_TASK_TIME_LIMIT),-e cf_task_time_limit=$(CF_TASK_TIME_LIMIT)) \
 	  $(if $(CF_ALERT_WEBHOOK_URL),-e cf_alert_webhook_url=$(CF_ALERT_WEBHOOK_URL))
 
-up: bundle images ## Start the secured stack (Redis, Sentinels, workers, beat, Flower; MONITORING=1: Prometheus too)
-	@echo "==> docker compose up ($(CF_PROJECT))"
-	@# CF_DIGEST_<service>: hash of its bundle folder; a change recreates only its containers.
-	@for d in $(CF_BUNDLE_DIR)/config/*/; do n=$$(basename $$d | tr - _); \
+# `docker compose up` with CF_DIGEST_<service>: the hash of its bundle folder; a change
+# recreates only its containers (and an unchanged bundle recreates nothing).
+COMPOSE_UP = for d in $(CF_BUNDLE_DIR)/config/*/; do n=$$(basename $$d | tr - _); \
 	  export CF_DIGEST_$$n=$$(cd $$d && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); \
 	  done; $(COMPOSE) up --detach --wait --wait-timeout 240 --remove-orphans
+
+up: bundle images ## Start the secured stack (Redis, Sentinels, workers, beat, Flower; MONITORING=1: Prometheus too)
+	@echo "==> docker compose up ($(CF_PROJECT))"
+	@$(COMPOSE_UP)
 	@bash compose/info.sh
+
+WORKERS ?=
+
+scale: ## Run WORKERS worker containers on the running stack: make scale WORKERS=4 (removed ones stop warm)
+	@case "$(WORKERS)" in ''|*[!0-9]*|0) echo "make scale: set WORKERS to the number of worker containers, 1 or more (make scale WORKERS=4)" >&2; exit 2 ;; esac
+	@test -d $(CF_BUNDLE_DIR)/config || { echo "make scale: no stack rendered in $(CF_BUNDLE_DIR); run make up first" >&2; exit 2; }
+	@echo "==> $(WORKERS) worker container(s) ($(CF_PROJECT)); the next make up runs CF_WORKER_REPLICAS=$(or $(CF_WORKER_REPLICAS),2) again"
+	@export CF_WORKER_REPLICAS=$(WORKERS); $(COMPOSE_UP)
 
 stop: ## Stop the stack, keep its data
 	@$(COMPOSE) --profile "*" stop

@@ -369,6 +369,50 @@ def prometheus_api(port: int, path: str) -> Any:
     return body["data"]
 
 
+def worker_containers(stack: Stack) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in stack.containers()
+        if stack.service(c) == "worker"
+        and c["State"]["Status"] == "running"
+        and c["Config"]["Labels"].get("com.docker.compose.oneoff") != "True"
+    ]
+
+
+def test_scaling_the_workers_up_and_down_under_load_loses_no_task(stack: Stack) -> None:
+    """`make scale WORKERS=3`, then 1, then back to 2 while a producer sends tasks that take
+    0.5 s each: the removed workers stop warm (their running tasks finish, what they had
+    fetched goes back to the queue: a killed one would hold its tasks until the visibility
+    timeout, far past the producer's), nothing else is recreated, and every task comes back."""
+    refused = stack.make("scale", "WORKERS=0")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "set WORKERS" in refused.stderr
+    others = {c["Id"] for c in stack.containers() if stack.service(c) != "worker"}
+    load = stack.compose_popen(
+        "run", "--rm", "--no-deps", "-T", "worker", "app-start", "smoke", "--load",
+        str(LOAD_TASKS), "--task-seconds", "0.5", "--interval", "0.05", "--timeout", "240",
+        "--json",
+    )  # fmt: skip
+    try:
+        time.sleep(5)  # tasks are flowing
+        for count in (3, 1):
+            started = time.monotonic()
+            scaled = stack.make("scale", f"WORKERS={count}", timeout=400)
+            assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+            print(f"make scale WORKERS={count}: {time.monotonic() - started:.0f} s")
+            assert len(worker_containers(stack)) == count
+        out, err = load.communicate(timeout=300)
+    finally:
+        load.kill()
+        back = stack.make("scale", "WORKERS=2", timeout=400)
+    assert back.returncode == 0, back.stdout + back.stderr
+    report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    assert report.get("ok"), f"{report}\n{err[-3000:]}\n{stack.workers_diagnosis()}"
+    assert report["completed"] == LOAD_TASKS, report
+    assert len(worker_containers(stack)) == 2
+    assert others <= {c["Id"] for c in stack.containers()}, "scaling recreated other services"
+
+
 def test_failover_stopping_the_primary_loses_no_task(stack: Stack) -> None:
     before = stack.primary()
     restarts = stack.restarts()
