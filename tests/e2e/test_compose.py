@@ -578,26 +578,32 @@ def test_monitoring_profile_sees_every_target_up(stack: Stack) -> None:
 @pytest.mark.parametrize("port", [9093, 9121, 9100])
 def test_the_monitoring_daemons_listen_on_loopback_only(stack: Stack, port: int) -> None:
     """Alertmanager, the Redis exporter and node exporter share Prometheus' network
-    namespace: from a worker, Prometheus' address answers on 9090 (so the probe works), and
-    refuses the others."""
-    prometheus = next(c for c in stack.containers() if stack.service(c) == "prometheus")
-    address = next(
-        n["IPAddress"]
-        for name, n in prometheus["NetworkSettings"]["Networks"].items()
-        if name.endswith("_backend")
-    )
+    namespace and listen on its loopback: from a worker, no address of the stack's network
+    answers on their ports (each container's own address included, so a daemon with an
+    address of its own that listened on it would answer), while Prometheus' 9090 does (so
+    the probe works)."""
+    addresses: dict[str, str] = {}
+    for c in stack.containers():
+        for name, net in c["NetworkSettings"]["Networks"].items():
+            if name.endswith("_backend") and net.get("IPAddress"):
+                addresses[stack.service(c)] = net["IPAddress"]
+    assert "prometheus" in addresses, addresses
     probe = (
-        "import socket, sys\n"
-        "def refused(port):\n"
+        "import json, socket, sys\n"
+        "def answers(address, port):\n"
         "    try:\n"
-        f"        socket.create_connection(({address!r}, port), timeout=5).close()\n"
-        "    except ConnectionRefusedError:\n"
-        "        return True\n"
-        "    return False\n"
-        f"sys.exit(0 if not refused(9090) and refused({port}) else 1)\n"
+        "        socket.create_connection((address, port), timeout=5).close()\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "    return True\n"
+        f"addresses = {addresses!r}\n"
+        f"print(json.dumps({{'prometheus:9090': answers(addresses['prometheus'], 9090),\n"
+        f"    'open': sorted(s for s, a in addresses.items() if answers(a, {port}))}}))\n"
     )
     answer = stack.compose("exec", "-T", "worker", "python3", "-c", probe)
-    assert answer.returncode == 0, f"{address}:{port} " + answer.stdout + answer.stderr
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    seen = json.loads(answer.stdout.strip().splitlines()[-1])
+    assert seen == {"prometheus:9090": True, "open": []}, (port, seen)
 
 
 # scrape (15 s) + evaluation (15 s) + the rule's `for: 1m` + evaluation, then Alertmanager's
