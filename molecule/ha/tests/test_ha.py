@@ -20,20 +20,6 @@ def role(node: str) -> str:
     return str(fleet.admin(node).info("replication")["role"])
 
 
-def wait_for_quorum(after: str) -> None:
-    """Every Sentinel's CKQUORUM answers OK with all three Sentinels usable."""
-    for node in NODES:
-        fleet.wait_for(
-            lambda node=node: (
-                fleet.sentinel(node)
-                .execute_command("SENTINEL", "CKQUORUM", MASTER)
-                .startswith(b"OK 3")
-            ),
-            60,
-            f"CKQUORUM OK on {node} after {after}",
-        )
-
-
 def primaries_seen(nodes: list[str] | None = None) -> dict[str, str | None]:
     """What each reachable Sentinel says the primary is (None when it cannot be asked)."""
     seen: dict[str, str | None] = {}
@@ -201,7 +187,7 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
         30,
         "the old primary to receive writes made after the failover",
     )
-    wait_for_quorum("the failover")
+    fleet.wait_for_quorum(NODES, MASTER, "the failover")
 
 
 @pytest.mark.parametrize("node", NODES)

@@ -21,7 +21,7 @@ from typing import Any
 import fleet
 import pytest
 from celery import Celery
-from test_ha import node_of, primaries_seen, wait_for_quorum
+from test_ha import MASTER, node_of, primaries_seen
 from test_partition import celery_env
 
 from celery_fleet.deadletter import writer
@@ -248,7 +248,7 @@ def test_a_snapshot_restored_onto_wiped_nodes_brings_back_the_queue_and_the_dead
         60,
         "all three Sentinels to report the restored primary",
     )
-    wait_for_quorum("the restore")
+    fleet.wait_for_quorum(NODES, MASTER, "the restore")
     STATE.update(primary=target, queue=queue, queued=queued, dead=dead)
     print(f"backup + wipe + restore: {time.monotonic() - started:.0f} s")
 
