@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,20 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def wait_for_quorum(nodes: list[str], master: str, after: str, timeout: float = 60) -> None:
+    """Every node's Sentinel answers CKQUORUM for ``master`` with OK and all of the nodes'
+    Sentinels usable (``OK 3 usable Sentinels...`` for three): a quorum and a majority to
+    authorise a failover, checked after ``after`` (a failover, a restore)."""
+    expected = f"OK {len(nodes)} usable".encode()
+
+    def ok(node: str) -> bool:
+        answer = sentinel(node).execute_command("SENTINEL", "CKQUORUM", master)
+        return isinstance(answer, bytes) and answer.startswith(expected)
+
+    for node in nodes:
+        wait_for(partial(ok, node), timeout, f"CKQUORUM OK on {node} after {after}")
 
 
 # A converge of the fleet scenario ran past pytest's 300 s on a cold machine while molecule

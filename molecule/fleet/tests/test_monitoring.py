@@ -398,16 +398,7 @@ def test_a_killed_primary_reaches_the_receiver_as_redis_failover_happened() -> N
         90,
         f"the killed primary {old} to restart and rejoin as a replica of {new}",
     )
-    for node in nodes:
-        fleet.wait_for(
-            lambda node=node: (
-                fleet.sentinel(node)
-                .execute_command("SENTINEL", "CKQUORUM", master)
-                .startswith(b"OK")
-            ),
-            60,
-            f"CKQUORUM OK on {node} after the failover",
-        )
+    fleet.wait_for_quorum(nodes, master, "the failover")
 
 
 def test_the_receiver_got_only_well_formed_notifications() -> None:

@@ -63,7 +63,8 @@ def leaks(text: str) -> list[str]:
 def ansible_log() -> str:
     """What every playbook of the scenario printed at -vv (molecule.yml: log_path and
     log_verbosity in the scenario's ansible.cfg): molecule's converge and idempotence and
-    the tests' own converges, task results included."""
+    the tests' own converges, task results included. This run's only: prepare.yml empties
+    the file first."""
     path = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible-vv.log"
     assert path.is_file(), f"{path} missing: molecule.yml's log_path not applied?"
     return path.read_text(errors="replace")
@@ -74,7 +75,8 @@ def test_the_deployment_printed_no_secret_at_verbosity_2() -> None:
     found = leaks(output)  # first: the failure messages below print the output
     assert not found, f"secrets in the scenario's -vv Ansible log: {found}"
     # Not an empty or foreign log passing by accident: the converge, the idempotence step and
-    # test_rolling.py's converge of playbooks/celery.yml each ended with a recap, ...
+    # test_rolling.py's converge of playbooks/celery.yml each ended with a recap (prepare.yml,
+    # which emptied the log, a fourth), ...
     assert output.count("PLAY RECAP") >= 3, "fewer than three playbook runs in the log"
     assert "Render celery.env" in output
     # ... and it holds -vv task results: the secret ones are hidden by no_log.

@@ -1,6 +1,9 @@
 """Three nodes: primary + two replicas over TLS, three Sentinels. The tests run in file order:
 static checks first, then a real failover (docker stop), the old primary's return, and a
-converge after the failover that must change nothing and keep the new primary."""
+converge after the failover that must change nothing and keep the new primary. Then two
+config changes of min-replicas-max-lag: the first (all Sentinels down) sets the inventory's
+value + 1, the last (the handover) converges back to the inventory, so that the files after
+this one (test_partition.py, test_restore.py) start on the inventory's settings."""
 
 from __future__ import annotations
 
@@ -11,27 +14,27 @@ import fleet
 import pytest
 import redis
 
+from harness import render
+
 NODES = fleet.hosts_in("redis")
 MASTER = fleet.group_vars().get("redis_master_name", "fleet")
 BOOTSTRAP_PRIMARY = NODES[0]
+# min-replicas-max-lag as the inventory sets it: the scenario's group_vars, else the role's
+# shipped default (read from roles/redis/defaults/main.yml, not copied).
+INVENTORY_MAX_LAG = int(
+    fleet.group_vars().get(
+        "redis_min_replicas_max_lag", render.role_defaults("redis")["redis_min_replicas_max_lag"]
+    )
+)
 
 
 def role(node: str) -> str:
     return str(fleet.admin(node).info("replication")["role"])
 
 
-def wait_for_quorum(after: str) -> None:
-    """Every Sentinel's CKQUORUM answers OK with all three Sentinels usable."""
-    for node in NODES:
-        fleet.wait_for(
-            lambda node=node: (
-                fleet.sentinel(node)
-                .execute_command("SENTINEL", "CKQUORUM", MASTER)
-                .startswith(b"OK 3")
-            ),
-            60,
-            f"CKQUORUM OK on {node} after {after}",
-        )
+def max_lag(node: str) -> int:
+    """The node's live min-replicas-max-lag (CONFIG GET)."""
+    return int(fleet.admin(node).config_get("min-replicas-max-lag")["min-replicas-max-lag"])
 
 
 def primaries_seen(nodes: list[str] | None = None) -> dict[str, str | None]:
@@ -201,7 +204,7 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
         30,
         "the old primary to receive writes made after the failover",
     )
-    wait_for_quorum("the failover")
+    fleet.wait_for_quorum(NODES, MASTER, "the failover")
 
 
 @pytest.mark.parametrize("node", NODES)
@@ -248,15 +251,20 @@ def test_converging_after_the_failover_changes_nothing_and_keeps_the_new_primary
 @pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_config_change_without_any_sentinel_still_follows_the_live_primary() -> None:
     """Sentinels all down and a setting changed (redis.conf is re-rendered): the role asks the
-    data nodes, so the new primary stays primary instead of the inventory's bootstrap choice."""
+    data nodes, so the new primary stays primary instead of the inventory's bootstrap choice.
+
+    Leaves min-replicas-max-lag at the inventory's value + 1 on every node, on purpose: the
+    handover test below (later in this file) converges back to the inventory, a change."""
     current = next(iter(primaries_seen().values()))
     assert current is not None
     new = node_of(current)
+    lag = INVENTORY_MAX_LAG + 1
     for node in NODES:
         fleet.docker("exec", node, "systemctl", "stop", "redis-sentinel")
-    result = fleet.converge(["-e", "redis_min_replicas_max_lag=11", "--tags", "redis"])
+    result = fleet.converge(["-e", f"redis_min_replicas_max_lag={lag}", "--tags", "redis"])
     assert result.returncode == 0, result.stdout[-4000:]
     assert "(from data nodes)" in result.stdout
+    assert {n: max_lag(n) for n in NODES} == dict.fromkeys(NODES, lag)
     for node in NODES:
         fleet.docker("exec", node, "systemctl", "start", "redis-sentinel")
     assert role(new) == "master"
@@ -370,15 +378,27 @@ class Writer(threading.Thread):
 def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> None:
     """A changed redis.conf restarts every node: the replicas first, then the primary only
     after its writes were paused, a replica had them all and the Sentinels promoted it; a
-    client writing all along loses no acknowledged write."""
+    client writing all along loses no acknowledged write.
+
+    The change is the inventory itself (no ``-e``): the config change without Sentinels
+    (earlier in this file) left min-replicas-max-lag at the inventory's value + 1, and this
+    converge puts the inventory's value back. It is the last converge of this file, so the
+    nodes keep the inventory's settings: test_restore.py relies on it (it checks the value
+    before its backup; its converge after the restore must change nothing)."""
     old = node_of(str(next(iter(primaries_seen().values()))))
     run_ids = {n: fleet.admin(n).info("server")["run_id"] for n in NODES}
-    lag = int(fleet.admin(old).config_get("min-replicas-max-lag")["min-replicas-max-lag"]) + 1
+    lag = INVENTORY_MAX_LAG
+    before = {n: max_lag(n) for n in NODES}
+    assert lag not in before.values(), (
+        f"runs after the config change without Sentinels: every node must run another "
+        f"min-replicas-max-lag than the inventory's {lag} for this converge to change it",
+        before,
+    )
     writer = Writer("mol:ha:handover")
     writer.start()
     time.sleep(2)
     try:
-        result = fleet.converge(["-e", f"redis_min_replicas_max_lag={lag}", "--tags", "redis"])
+        result = fleet.converge(["--tags", "redis"])
     finally:
         time.sleep(2)
         writer.stop.set()
@@ -399,9 +419,8 @@ def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> 
     # (a CONFIG REWRITE before its restart once wrote the old value back over the rendered
     # file, and it restarted with it while the recorded digest said it was converged).
     for node in NODES:
-        live = fleet.admin(node).config_get("min-replicas-max-lag")["min-replicas-max-lag"]
         conf = fleet.docker("exec", node, "cat", "/etc/redis/redis.conf")
-        assert (int(live), f"\nmin-replicas-max-lag {lag}\n" in conf) == (lag, True), node
+        assert (max_lag(node), f"\nmin-replicas-max-lag {lag}\n" in conf) == (lag, True), node
     stored = {int(v) for v in fleet.app(new).lrange("mol:ha:handover", 0, -1)}
     lost = [v for v in writer.acked if v not in stored]
     assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:20]}"

@@ -1,9 +1,11 @@
 """The primary cut off from the network (docker network disconnect) while a real Celery
 worker and a producer on the controller stream tasks through the Sentinels.
 
-Runs after test_ha.py (file order), on whatever node is primary by then. A partition is not
-a kill: the clients' TCP connections to the old primary hang instead of being reset, so
-this also measures how long the worker and the producer stall. Runs are counted in a file
+Runs after test_ha.py (file order), on whatever node is primary by then, with the inventory's
+settings (test_ha.py's last converge applies them). It converges nothing and puts the node
+back on the network, so test_restore.py finds the same settings. A partition is not a kill:
+the clients' TCP connections to the old primary hang instead of being reset, so this also
+measures how long the worker and the producer stall. Runs are counted in a file
 written by the task itself (``fleet.record`` of tests/integration/fleet_app.py), outside
 Redis, so "lost" means "published without error, never ran".
 
