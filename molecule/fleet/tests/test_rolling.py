@@ -13,6 +13,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import fleet
 import pytest
@@ -48,6 +49,25 @@ AUTH_OR_TLS_ERROR = re.compile(
 )
 
 
+def start_producer() -> subprocess.Popen[str]:
+    """PRODUCER on node1 with the app's env file, publishing until stop_producer()."""
+    sh(NODES[0], f"rm -f {STOP_FILE}; cat > /tmp/rolling-producer.py <<'EOF'\n{PRODUCER}\nEOF")
+    return subprocess.Popen(
+        ["docker", "exec", NODES[0], "bash", "-c", f"{WITH_ENV} python3 /tmp/rolling-producer.py"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_producer(producer: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop publishing, wait for every result: {"sent": N, "lost": [[number, id, why], ...]}."""
+    sh(NODES[0], f"touch {STOP_FILE}")
+    out, err = producer.communicate(timeout=300)
+    assert producer.returncode == 0, out[-2000:] + err[-3000:]
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def down_intervals(node: str, since: int) -> list[tuple[float, float]]:
     """(stop begins, worker ready again) for each restart of the node's worker since
     ``since``, from the journal (systemd's "Stopping" line, Celery's "ready." line)."""
@@ -73,16 +93,10 @@ def test_a_setting_change_rolls_the_workers_one_host_at_a_time_and_loses_no_task
 ) -> None:
     wait_workers()
     since = int(sh(NODES[0], "date +%s").stdout) - 1
-    sh(NODES[0], f"rm -f {STOP_FILE}; cat > /tmp/rolling-producer.py <<'EOF'\n{PRODUCER}\nEOF")
     # A value the workers do not have yet (the test may run again on kept containers).
     current = sh(NODES[0], f"grep -h '^{VARIABLE}=' {ENV_FILE} || true").stdout
     value = int(re.sub(r"\D", "", current) or 1) + 1
-    producer = subprocess.Popen(
-        ["docker", "exec", NODES[0], "bash", "-c", f"{WITH_ENV} python3 /tmp/rolling-producer.py"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    producer = start_producer()
     try:
         time.sleep(5)  # tasks published before the change
         settings = dict(fleet.group_vars()["celery_settings"])
@@ -94,10 +108,7 @@ def test_a_setting_change_rolls_the_workers_one_host_at_a_time_and_loses_no_task
         assert "Restart the workers one host at a time" in converge.stdout
         time.sleep(5)  # tasks published after the last host is back
     finally:
-        sh(NODES[0], f"touch {STOP_FILE}")
-        out, err = producer.communicate(timeout=300)
-    assert producer.returncode == 0, out[-2000:] + err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+        result = stop_producer(producer)
     print(f"rolling restart: {result['sent']} tasks published, {len(result['lost'])} lost")
     assert result["sent"] > 100, result
     assert result["lost"] == [], result["lost"][:20]

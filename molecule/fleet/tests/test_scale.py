@@ -9,7 +9,6 @@ Runs after test_rolling.py (its producer script is reused) and before test_secre
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -23,13 +22,12 @@ from test_fleet import (
     FLOWER_URL,
     NODES,
     REPO,
-    WITH_ENV,
     WORKER_UNIT,
     client,
     sh,
     wait_workers,
 )
-from test_rolling import AUTH_OR_TLS_ERROR, PRODUCER, STOP_FILE
+from test_rolling import AUTH_OR_TLS_ERROR, start_producer, stop_producer
 
 # A plain worker host: node1 runs beat and Flower, node3 the monitoring.
 RETIRED = "cf-fleet-node2"
@@ -141,13 +139,7 @@ def test_a_worker_host_retires_and_comes_back_under_load_and_no_task_is_lost() -
     wait_workers()
     since = int(sh(NODES[0], "date +%s").stdout) - 1
     sh(NODES[0], f"umask 077; echo '{FLOWER_AUTH}' > {FLOWER_AUTH_FILE}")
-    sh(NODES[0], f"rm -f {STOP_FILE}; cat > /tmp/rolling-producer.py <<'EOF'\n{PRODUCER}\nEOF")
-    producer = subprocess.Popen(
-        ["docker", "exec", NODES[0], "bash", "-c", f"{WITH_ENV} python3 /tmp/rolling-producer.py"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    producer = start_producer()
     try:
         time.sleep(5)  # tasks published before
         retired = make("retire-workers", f"HOSTS={RETIRED}")
@@ -159,11 +151,8 @@ def test_a_worker_host_retires_and_comes_back_under_load_and_no_task_is_lost() -
         # Back in any case: the tests after this one expect three workers.
         added = make("add-workers", f"HOSTS={RETIRED}")
         time.sleep(5)  # tasks published with the host back
-        sh(NODES[0], f"touch {STOP_FILE}")
-        out, err = producer.communicate(timeout=300)
+        result = stop_producer(producer)
     assert added.returncode == 0, added.stdout[-4000:] + added.stderr[-2000:]
-    assert producer.returncode == 0, out[-2000:] + err[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
     print(f"scale in and out: {result['sent']} tasks published, {len(result['lost'])} lost")
     assert result["sent"] > 100, result
     assert result["lost"] == [], result["lost"][:20]
