@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import secrets
 import socket
 import ssl
@@ -345,6 +346,7 @@ def test_doctor_finds_nothing(stack: Stack) -> None:
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
+DOCS_MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 MONITORING_JOBS = {
     "prometheus": 1,
     "alertmanager": 1,
@@ -604,6 +606,23 @@ def test_the_monitoring_daemons_listen_on_loopback_only(stack: Stack, port: int)
     assert answer.returncode == 0, answer.stdout + answer.stderr
     seen = json.loads(answer.stdout.strip().splitlines()[-1])
     assert seen == {"prometheus:9090": True, "open": []}, (port, seen)
+
+
+def test_the_expression_browser_links_in_the_docs_work(stack: Stack) -> None:
+    """docs/monitoring.md links Prometheus' expression browser for the common questions:
+    each expression runs on the stack's Prometheus, and each metric it names is scraped."""
+    port = int(stack.settings["CF_PROMETHEUS_PORT"])
+    section = DOCS_MONITORING.read_text().split("## Looking at it", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\((http://127\.0\.0\.1:9090/graph\?[^)\s]+)\)", section)
+    expressions = [
+        urllib.parse.parse_qs(urllib.parse.urlsplit(u).query)["g0.expr"][0] for u in links
+    ]
+    assert len(expressions) >= 10, links
+    names = set(prometheus_api(port, "label/__name__/values"))
+    for expression in expressions:
+        prometheus_api(port, "query?query=" + urllib.parse.quote(expression))  # "success"
+        used = set(re.findall(r"\b((?:flower|redis|celery_fleet)_[a-z_]+)\b", expression))
+        assert used <= names, (expression, sorted(used - names))
 
 
 # scrape (15 s) + evaluation (15 s) + the rule's `for: 1m` + evaluation, then Alertmanager's

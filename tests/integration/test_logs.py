@@ -1,12 +1,17 @@
 """A real worker logs one JSON object per line (celery_fleet.logs), with the task's id and
 name on its lines, the exception and traceback on a failure, and no password; with
-CELERY_FLEET_LOG_FORMAT=text it logs Celery's own text format."""
+CELERY_FLEET_LOG_FORMAT=text it logs Celery's own text format; role celery's logrotate
+config rotates a running worker's log file."""
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import grp
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,12 +21,13 @@ from typing import Any
 
 import pytest
 
-from harness import envs
+from harness import envs, render
 from harness.redis_procs import RedisFleet, env_without_secrets
 from harness.worker import MakeClient, StartWorker, Worker, message
 
 TIMEOUT = 30
 INTEGRATION = Path(__file__).resolve().parent
+ROLES = INTEGRATION.parents[1] / "roles"
 
 
 def fleet_env(fleet: RedisFleet) -> dict[str, str]:
@@ -132,3 +138,66 @@ def test_beat_logs_json_lines(redis_fleet: RedisFleet, tmp_path: Path) -> None:
     assert starting["hostname"]
     for secret in dataclasses.astuple(redis_fleet.secrets):
         assert secret not in logfile.read_text()
+
+
+def logrotate(conf: Path, state: Path) -> None:
+    result = subprocess.run(
+        ["logrotate", "--force", "--state", str(state), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_roles_logrotate_config_rotates_a_running_workers_log(
+    redis_fleet: RedisFleet, start_worker: StartWorker, celery_client: MakeClient, tmp_path: Path
+) -> None:
+    """celery_log_destination: file. Role celery's /etc/logrotate.d/celery-fleet (rendered
+    from its template) run by the real logrotate, twice, on the log of a running worker that
+    appends to it: copytruncate leaves the worker writing to the same, emptied file (no
+    restart, no hole of NUL bytes where the old content was), delaycompress keeps the newest
+    rotated file plain and compresses the one before."""
+    if shutil.which("logrotate") is None:
+        pytest.fail("logrotate is not installed: run .ci/bootstrap.sh", pytrace=False)
+    env = fleet_env(redis_fleet)
+    worker = start_worker(env, concurrency=1)
+    client = celery_client(env)
+    log = worker.logfile
+    conf = tmp_path / "celery-fleet"
+    conf.write_text(
+        render.render_file(
+            ROLES / "celery" / "templates" / "logrotate.j2",
+            role="celery",
+            variables={
+                "celery_log_dir": str(log.parent),
+                "celery_user": getpass.getuser(),
+                "celery_group": grp.getgrgid(os.getgid()).gr_name,
+                "ansible_managed": "Managed by Ansible",
+            },
+        )
+    )
+    conf.chmod(0o644)  # logrotate ignores a config that others may write
+    state = tmp_path / "logrotate.state"
+
+    tokens = [uuid.uuid4().hex for _ in range(3)]
+    client.send_task("fleet.say", args=(tokens[0],)).get(timeout=TIMEOUT)
+    wait_for(worker, f"say: {tokens[0]}")
+    logrotate(conf, state)
+    first = log.with_name(log.name + ".1")
+    assert tokens[0] in first.read_text()
+    assert tokens[0] not in log.read_text()
+
+    client.send_task("fleet.say", args=(tokens[1],)).get(timeout=TIMEOUT)
+    wait_for(worker, f"say: {tokens[1]}")
+    assert "\0" not in log.read_text(), "the worker wrote past a hole: not appending"
+    logrotate(conf, state)
+    assert tokens[1] in first.read_text()
+    with gzip.open(log.with_name(log.name + ".2.gz"), "rt") as older:
+        assert tokens[0] in older.read()
+
+    client.send_task("fleet.say", args=(tokens[2],)).get(timeout=TIMEOUT)
+    wait_for(worker, f"say: {tokens[2]}")
+    assert worker.proc is not None
+    assert worker.proc.poll() is None  # the same process all along
