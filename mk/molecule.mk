@@ -21,8 +21,9 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 
 # Lanes of `make test` (Makefile): balanced by measured durations (2 cores, the other lane
 # running; fresh-clone CI of 2026-12-01, 2622 s). Process lane: lint 65 s, unit 206,
-# integration 646 (~+50 with the role's Sentinel timings), ha 616 + ~300 (backup and
-# restore), rabbitmq 745 = ~2630 s. Systemd lane: e2e 390 + ~120 (Sentinel quorum alert),
-# fleet 1808 minus its verbose converge (~380 s), default 283 = ~2220 s.
+# integration 646 (~+50 with the role's Sentinel timings), ha 616 + ~170 (backup and
+# restore: 168 s on 2026-12-02, without a converge of its own), rabbitmq 745 = ~2500 s.
+# Systemd lane: e2e 390 + ~120 (Sentinel quorum alert), fleet 1808 minus its verbose
+# converge (~380 s), default 283 = ~2220 s.
 TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
 TEST_SYSTEMD_TARGETS += test-molecule-default
