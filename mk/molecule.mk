@@ -20,10 +20,12 @@ test-molecule-rabbitmq: setup molecule-image wheelhouse ## Molecule: 3-node TLS-
 test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## The roles' molecule scenarios (default, ha, rabbitmq)
 
 # Lanes of `make test` (Makefile): balanced by measured durations (2 cores, the other lane
-# running; fresh-clone CI of 2026-12-01, 2622 s). Process lane: lint 65 s, unit 206,
-# integration 646 (~+50 with the role's Sentinel timings), ha 616 + ~170 (backup and
-# restore: 168 s on 2026-12-02, without a converge of its own), rabbitmq 745 = ~2500 s.
-# Systemd lane: e2e 390 + ~120 (Sentinel quorum alert), fleet 1808 minus its verbose
-# converge (~380 s), default 283 = ~2220 s.
+# running). Cold fresh-clone CI of 2026-12-01 (3241 s): process = lint 91 s, unit 299,
+# integration 632, ha 1344, rabbitmq 756 (3122 s); systemd = e2e 595 (image builds
+# included), fleet 2002, default 393 (2990 s). Since: ha -114 s (test_restore converges no
+# more: 168 s), integration +15 (log rotation); e2e +~60 (make scale, loopback probes,
+# expression-browser links: 496 s warm), fleet +~210 (test_scale: retire and add a worker
+# host under a producer, ~180 s). Moving default (393 s) to the process lane would make it
+# the longer one.
 TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
 TEST_SYSTEMD_TARGETS += test-molecule-default
