@@ -15,6 +15,7 @@ from .model import Settings
 from .parse import SettingsError, parse_queues
 from .process import beat_lock, beat_scheduler, log_format
 from .reliable import RELIABLE_TRANSPORTS
+from .retry import per_round
 from .serializers import check_serializers
 
 BROKER_VAR = PREFIX + "BROKER_URL"
@@ -42,6 +43,8 @@ def build(env: Mapping[str, str] | None = None) -> Settings:
         visibility, longest = None, None
     else:
         broker_tls, visibility, longest = redis_broker(env, raw, settings)
+
+    per_round(settings)
 
     if amqp.is_amqp_backend(env.get(BACKEND_VAR), env[BROKER_VAR]):
         raise amqp.refuse_backend(BACKEND_VAR)
