@@ -129,8 +129,22 @@ def assert_retired(node: str) -> None:
         "Flower to see the remaining workers online again",
     )
     assert f"default@{node}" not in online, online
-    healthy = doctor(STAYING)
-    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    healthy_without(node)
+
+
+def healthy_without(node: str) -> None:
+    """The doctor expecting the other workers is healthy (its ping may miss a worker busy
+    under the producer on a loaded machine: a few tries, 90 s)."""
+    last: list[subprocess.CompletedProcess[str]] = []
+
+    def check() -> bool:
+        last[:] = [doctor([n for n in NODES if n != node])]
+        return last[0].returncode == 0
+
+    try:
+        fleet.wait_for(check, 90, f"the doctor to be healthy without {node}", interval=5)
+    except AssertionError:
+        pytest.fail(f"doctor without {node}:\n{last[0].stdout}\n{last[0].stderr}")
 
 
 # Two playbooks under a producer (each below fleet.CONVERGE_TIMEOUT) plus draining.
@@ -144,8 +158,15 @@ def test_a_worker_host_retires_and_comes_back_under_load_and_no_task_is_lost() -
         time.sleep(5)  # tasks published before
         retired = make("retire-workers", f"HOSTS={RETIRED}")
         assert retired.returncode == 0, retired.stdout[-4000:] + retired.stderr[-2000:]
-        gone = pinged()
-        assert gone == sorted(f"default@{n}" for n in STAYING), gone
+        # Ping with a 3 s deadline: a worker busy under the producer may miss one, so until
+        # both that stay answer (60 s); the retired one must not be among them.
+        staying = {f"default@{n}" for n in STAYING}
+        gone = fleet.wait_for(
+            lambda: (lambda p: p if staying <= set(p) else None)(pinged()),
+            60,
+            "the workers that stay to answer a ping",
+        )
+        assert f"default@{RETIRED}" not in gone, gone
         assert_retired(RETIRED)  # tasks keep coming meanwhile
     finally:
         # Back in any case: the tests after this one expect three workers.
@@ -165,5 +186,4 @@ def test_a_worker_host_retires_and_comes_back_under_load_and_no_task_is_lost() -
         log = sh(node, f"journalctl -u {WORKER_UNIT} --since @{since} --no-pager").stdout
         assert not AUTH_OR_TLS_ERROR.search(log), (node, AUTH_OR_TLS_ERROR.findall(log))
     wait_workers()
-    back = doctor(NODES)
-    assert back.returncode == 0, back.stdout + back.stderr
+    healthy_without("")  # all three expected
