@@ -7,8 +7,9 @@ files, the queues, the dead-letter stream and beat's keys it reads).
 Prometheus' arguments.
 ``celery_fleet.fleet.alertmanager_argv(config_file="", listen="")``: Alertmanager's (one
 instance, no cluster gossip port).
-``celery_fleet.fleet.node_exporter_argv(textfile_dir, web_config=, listen="")``: node
-exporter's (the textfile collector alone, HTTPS by its web config).
+``celery_fleet.fleet.node_exporter_argv(textfile_dir, web_config=, listen="", filesystem="")``:
+node exporter's (the textfile collector, HTTPS by its web config; with ``filesystem``, a
+mount point, the filesystem collector too, for that mount alone: a Redis host's data dir).
 
 Role monitoring joins them into the ``ARGS`` of the Debian packages' ``/etc/default`` files
 (roles/monitoring/tasks/install.yml, node_exporter.yml); the local stack writes them one per
@@ -23,6 +24,7 @@ it itself).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,17 +74,44 @@ def alertmanager_argv(config_file: str = "", listen: str = "") -> list[str]:
     return argv
 
 
-def node_exporter_argv(textfile_dir: str, *, web_config: str, listen: str = "") -> list[str]:
-    """The textfile collector alone (the doctor's metrics file), HTTPS by ``web_config``."""
+def node_exporter_argv(
+    textfile_dir: str, *, web_config: str, listen: str = "", filesystem: str = ""
+) -> list[str]:
+    """The textfile collector (the doctor's metrics file), HTTPS by ``web_config``; with
+    ``filesystem`` (a mount point), the filesystem collector for that mount alone."""
     argv = [
         "--collector.disable-defaults",
         "--collector.textfile",
         f"--collector.textfile.directory={textfile_dir}",
     ]
+    if filesystem:
+        # node exporter 1.5 (Debian bookworm) has exclude patterns only, and Debian's
+        # defaults leave out /run, /mnt, /media and overlay (a container's root): every
+        # mount point but this one is excluded, and no filesystem type.
+        argv += [
+            "--collector.filesystem",
+            f"--collector.filesystem.mount-points-exclude={everything_but(filesystem)}",
+            "--collector.filesystem.fs-types-exclude=^$",
+        ]
     if listen:
         argv.append(f"--web.listen-address={listen}")
     argv.append(f"--web.config.file={web_config}")
     return argv
+
+
+def everything_but(path: str) -> str:
+    """A pattern that matches every string except ``path``, without lookahead (Go's regexp,
+    RE2, has none): "", or a first character that differs, or the same one followed by the
+    rest's own pattern; past the end, any character at all."""
+    if not re.fullmatch(r"/[A-Za-z0-9_./-]*", path):
+        raise ValueError(f"{path!r}: an absolute path of letters, digits and _ . / - only")
+    # No backslash: systemd's $ARGS splitting would take it as an escape. "." alone as "[.]";
+    # "-" right after "[^" is literal.
+    pattern = ".+"
+    for char in reversed(path):
+        literal = "[.]" if char == "." else char
+        pattern = f"(?:|[^{char}].*|{literal}{pattern})"
+    return f"^{pattern}$"
 
 
 class FilterModule:

@@ -90,6 +90,45 @@ def test_the_node_exporter_arguments() -> None:
     assert listening == [*argv[:3], "--web.listen-address=10.0.0.5:9100", argv[3]]
 
 
+def test_the_filesystem_collector_reads_one_mount_point() -> None:
+    """On a Redis host node exporter reports the data dir's filesystem and nothing else:
+    every other mount point is excluded, by a pattern without lookahead (Go's regexp)."""
+    argv = _filters().node_exporter_argv(
+        "/var/lib/x", web_config="/etc/x/web.yml", filesystem="/srv/redis-data.1"
+    )
+    assert argv[3:6] == [
+        "--collector.filesystem",
+        f"--collector.filesystem.mount-points-exclude={_filters().everything_but('/srv/redis-data.1')}",
+        "--collector.filesystem.fs-types-exclude=^$",
+    ]
+    for mount in ("/", "/var/lib/redis", "/srv/redis-data.1"):
+        excluded = re.compile(_filters().everything_but(mount))
+        assert not excluded.search(mount), mount
+        others = [
+            "",
+            "/",
+            "/run",
+            "/srv",
+            "/srv/redis-data.10",
+            "/srv/redis-dataX1",
+            "/srv/redis_data.1",
+            "/var/lib/redis/x",
+            "/var/lib/redis2",
+            "/var/lib",
+            mount + "/",
+            mount[:-1],
+        ]
+        for other in others:
+            if other != mount:
+                assert excluded.search(other), (mount, other)
+
+
+def test_a_mount_point_the_pattern_cannot_hold_is_refused() -> None:
+    for path in ("relative", "/with space", "/a(b)", "/a*"):
+        with pytest.raises(ValueError, match="absolute path"):
+            _filters().everything_but(path)
+
+
 def _task(tasks: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(task, the block around it or {})."""
     for task in tasks:

@@ -93,6 +93,8 @@ def test_valid_inputs_pass(tmp_path: Path) -> None:
         ({"monitoring_queue_backlog_threshold": -5}, "monitoring_queue_backlog_threshold"),
         ({"monitoring_workers_min": "many"}, "monitoring_workers_min"),
         ({"monitoring_task_failure_ratio": 5}, "monitoring_task_failure_ratio"),
+        ({"monitoring_redis_disk_free_ratio": 15}, "monitoring_redis_disk_free_ratio"),
+        ({"monitoring_redis_disk_low_for": "ten minutes"}, "monitoring_redis_disk_low_for"),
         ({"monitoring_queue_backlog_for": "10 minutes"}, "monitoring_queue_backlog_for"),
         ({"monitoring_alert_webhook_url": ""}, "monitoring_alert_webhook_url"),
         ({"monitoring_alert_webhook_url": "http://pager.example.com/hook"}, "allow_http"),

@@ -135,14 +135,15 @@ def test_prometheus_config_with_sentinels_passes_promtool(tmp_path: Path) -> Non
     assert jobs["flower"]["metrics_path"] == "/flower/metrics"
 
 
-def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> None:
-    """Job node (the doctor's metrics, monitoring_node_exporter, on by default):
-    fleet_address:9100 of the celery hosts, each once, over mutual TLS; switched off, no
+def test_node_job_scrapes_the_celery_hosts_and_data_nodes(tmp_path: Path) -> None:
+    """Job node (monitoring_node_exporter, on by default): fleet_address:9100 of the celery
+    hosts and of the data nodes, each once, over mutual TLS; the hosts that run the doctor
+    carry doctor="expected" (a data node that is also a celery host too); switched off, no
     job."""
     inventory = {
         "groups": {
             **INVENTORY["groups"],
-            "celery_workers": ["worker-1", "worker-2"],
+            "celery_workers": ["worker-1", "worker-2", "redis-3"],
             "celery_beat": ["worker-1"],
         },
         "hostvars": {**INVENTORY["hostvars"], "worker-1": {"fleet_address": "192.0.2.21"}},
@@ -151,7 +152,13 @@ def test_node_job_scrapes_the_celery_hosts_node_exporters(tmp_path: Path) -> Non
     assert "node" not in {j["job_name"] for j in yaml.safe_load(off.read_text())["scrape_configs"]}
     files = _render(tmp_path, **inventory)
     jobs = _checked_jobs(files["prometheus.yml"])
-    assert jobs["node"]["static_configs"][0]["targets"] == ["192.0.2.21:9100", "192.0.2.22:9100"]
+    assert jobs["node"]["static_configs"] == [
+        {
+            "targets": ["192.0.2.13:9100", "192.0.2.21:9100", "192.0.2.22:9100"],
+            "labels": {"doctor": "expected"},
+        },
+        {"targets": ["192.0.2.11:9100", "192.0.2.12:9100"]},
+    ]
     assert jobs["node"]["scheme"] == "https"
     assert jobs["node"]["tls_config"] == {
         "ca_file": f"{tmp_path}/ca.pem",

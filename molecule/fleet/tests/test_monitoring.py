@@ -1,7 +1,8 @@
 """Role monitoring on the fleet (playbooks/monitoring.yml, node3): Prometheus scrapes Flower,
-the three TLS-only Redis nodes and Sentinels, and the doctor's metrics through node exporter
-on every celery host (mutual TLS), and Alertmanager delivers real alerts to a test webhook
-receiver (molecule/fleet/prepare.yml), asserted on what the receiver wrote.
+the three TLS-only Redis nodes and Sentinels, the doctor's metrics through node exporter
+on every celery host (mutual TLS) and the data dir's filesystem on every data node, and
+Alertmanager delivers real alerts to a test webhook receiver (molecule/fleet/prepare.yml),
+asserted on what the receiver wrote.
 
 Runs after test_fleet.py (file order): its worker stops and load are over, and the one
 failover here (last test) leaves the fleet healthy for test_rolling.py's converge. Every
@@ -246,6 +247,8 @@ def test_prometheus_reads_the_doctors_metrics_over_mutual_tls() -> None:
         if t["labels"]["job"] == "node"
     ]
     assert sorted(t["labels"]["instance"] for t in targets) == instances
+    # Every host here runs the doctor (each is a celery host): DoctorNotRunning watches them.
+    assert all(t["labels"].get("doctor") == "expected" for t in targets), targets
     assert all(t["health"] == "up" and t["scrapeUrl"].startswith("https://") for t in targets)
     runs = query('celery_fleet_doctor_last_run_timestamp_seconds{job="node"}')
     assert sorted(r["metric"]["instance"] for r in runs) == instances, runs
@@ -264,6 +267,48 @@ for url, context in (("https://{instances[0]}/metrics", ctx),
     out = sh(MON, f"python3 - <<'EOF'\n{probe}\nEOF")
     assert "answered" not in out, out
     assert out.count("refused") == 2, out
+
+
+def test_each_data_node_reports_the_filesystem_of_its_data_dir_alone() -> None:
+    """Job node on the data nodes: node exporter's filesystem collector reports one mount,
+    the one that holds Redis' data dir (findmnt on that node; a container's root is overlay,
+    which Debian's defaults would leave out), with the free share df reports there; and
+    Prometheus evaluates RedisDiskSpaceLow's expression over exactly those series."""
+    nodes = fleet.hosts_in("redis")
+    data_dir = GV.get("redis_data_dir", "/var/lib/redis")
+    mounts = {
+        f"{fleet.address(n)}:9100": sh(n, f"findmnt -n -f -o TARGET --target {data_dir}").strip()
+        for n in nodes
+    }
+
+    def reported() -> dict[str, str] | None:
+        result = query('node_filesystem_size_bytes{job="node"}')
+        seen = {r["metric"]["instance"]: r["metric"]["mountpoint"] for r in result}
+        return seen if seen == mounts and len(result) == len(mounts) else None
+
+    fleet.wait_for(reported, 3 * SCRAPE * MARGIN, f"the data dirs' filesystems {mounts}", 2)
+    ratios = query(
+        'node_filesystem_avail_bytes{job="node"} / node_filesystem_size_bytes{job="node"}'
+    )
+    for node in nodes:
+        instance = f"{fleet.address(node)}:9100"
+        measured = next(float(r["value"][1]) for r in ratios if r["metric"]["instance"] == instance)
+        avail, size = map(int, sh(node, f"df -B1 --output=avail,size {data_dir} | tail -1").split())
+        # The filesystem is shared with the other containers: a little may change between reads.
+        assert abs(measured - avail / size) < 0.01, (node, measured, avail / size)
+    rule = next(
+        r
+        for g in prometheus("/api/v1/rules?type=alert")["groups"]
+        for r in g["rules"]
+        if r["name"] == "RedisDiskSpaceLow"
+    )
+    assert rule["health"] == "ok", rule
+    expression = re.fullmatch(r"(.+)<\s*([0-9.]+)", rule["query"])
+    assert expression, rule["query"]
+    assert float(expression[2]) == float(GV.get("monitoring_redis_disk_free_ratio", 0.15))
+    # The same expression, with a threshold every filesystem is under: one series per data node.
+    everything = query(f"{expression[1]} <= 1")
+    assert sorted(r["metric"]["instance"] for r in everything) == sorted(mounts), everything
 
 
 def test_the_monitoring_secrets_are_private_and_off_the_command_lines() -> None:
