@@ -226,6 +226,20 @@ def test_extra_basic_auth_users_are_checked_too(tmp_path: Path) -> None:
     assert WEAK["run"] not in out
 
 
+def test_the_previous_basic_auth_password_is_checked_during_a_rotation(tmp_path: Path) -> None:
+    good = valid(tmp_path, "flower")
+    out = preflight(
+        tmp_path, "flower", {**good, "flower_basic_auth_password_previous": WEAK["placeholder"]}
+    )
+    problem = _filter()(WEAK["placeholder"])
+    assert f"flower_basic_auth_password_previous {problem}" in flat(out), out
+    assert WEAK["placeholder"] not in out
+    same = good["flower_basic_auth_password"]
+    out = preflight(tmp_path, "flower", {**good, "flower_basic_auth_password_previous": same})
+    assert "flower_basic_auth_password_previous equals flower_basic_auth_password" in flat(out), out
+    assert same not in out
+
+
 @pytest.mark.parametrize(
     ("name", "rules"),
     [
