@@ -12,7 +12,7 @@ APP_REQUIREMENTS ?=
 WHEEL_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
 
-.PHONY: wheelhouse deploy verify restart-workers backup restore test-molecule-fleet
+.PHONY: wheelhouse deploy verify restart-workers backup restore ca-rollover test-molecule-fleet
 
 $(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
 	@echo "==> wheelhouse $(WHEELHOUSE) (python $(WHEEL_PYTHON), $(WHEEL_ARCH))"
@@ -51,6 +51,9 @@ retire-workers: setup ## Drain and remove worker hosts, one at a time; Flower fo
 backup: setup ## Verified Redis snapshot now on the data nodes (as the backup timer does): make backup INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml $(DEPLOY_ARGS)
 
+# The step of a CA rollover: begin, switch, finish (docs/operations.md, "Rolling the CA over").
+STEP ?=
+
 # The snapshot to restore (an RDB file on this machine) and the data node that becomes the
 # primary (default: redis_primary). docs/operations.md, "Backing up and restoring the broker".
 SNAPSHOT ?=
@@ -60,6 +63,11 @@ restore: setup ## Restore Redis from a snapshot onto a new primary, re-form repl
 	@test -n "$(SNAPSHOT)" || { echo "make restore: set SNAPSHOT=path/to/snapshot.rdb (docs/operations.md, \"Backing up and restoring the broker\")" >&2; exit 2; }
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e redis_restore_snapshot=$(abspath $(SNAPSHOT)) \
 	  $(if $(RESTORE_PRIMARY),-e redis_restore_primary=$(RESTORE_PRIMARY)) playbooks/restore.yml $(DEPLOY_ARGS)
+
+ca-rollover: setup wheelhouse ## Roll the CA over, one step a run (begin, switch, finish), converging every host: make ca-rollover INVENTORY=... STEP=begin
+	@case "$(STEP)" in begin|switch|finish) ;; *) echo "make ca-rollover: set STEP=begin, then switch, then finish (docs/operations.md, \"Rolling the CA over\")" >&2; exit 2;; esac
+	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) -e pki_rollover_step=$(STEP) \
+	  playbooks/ca-rollover.yml $(DEPLOY_ARGS)
 
 verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)

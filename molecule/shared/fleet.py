@@ -80,7 +80,10 @@ def pki_dir() -> Path:
 
 
 def ca_file() -> str:
-    return str(pki_dir() / "ca" / "ca.pem")
+    """What the hosts trust: role pki's trust bundle (the CA, and the next or the previous one
+    during a CA rollover), or the CA itself before the role wrote a bundle."""
+    bundle = pki_dir() / "ca-bundle.pem"
+    return str(bundle if bundle.exists() else pki_dir() / "ca" / "ca.pem")
 
 
 def client_cert(name: str = "celery") -> tuple[str, str]:

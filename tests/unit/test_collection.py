@@ -170,7 +170,13 @@ def test_ansible_finds_only_the_installed_collection(built: tuple[Path, Path]) -
 def test_roles_run_from_the_installed_collection(built: tuple[Path, Path]) -> None:
     _, tmp = built
     pki = tmp / "pki"
-    for path in ["ca/ca.pem", "certs/celery.pem", "certs/celery.key", "tls/server.pem"]:
+    for path in [
+        "ca/ca.pem",
+        "ca-bundle.pem",
+        "certs/celery.pem",
+        "certs/celery.key",
+        "tls/server.pem",
+    ]:
         (pki / path).parent.mkdir(parents=True, exist_ok=True)
         (pki / path).write_text("not a real certificate: preflight only looks for the file\n")
     (tmp / "wheelhouse").mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import fleet
 import pytest
@@ -347,12 +348,14 @@ class Writer(threading.Thread):
     """RPUSH a counter to whichever node the Sentinels name, every 50 ms, retrying each
     value until a primary acknowledges it; records the acknowledged values and times."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, connect: Callable[[str], redis.Redis] = fleet.app) -> None:
         super().__init__(daemon=True)
         self.key = key
+        self.connect = connect  # a node's name -> a client of the app user
         self.acked: list[int] = []
         self.times: list[float] = []
         self.errors = 0
+        self.failures: list[str] = []  # each error, as the client saw it
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -360,9 +363,10 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             try:
                 primary = node_of(str(next(a for a in map(primary_seen_by, NODES) if a)))
-                fleet.app(primary).rpush(self.key, value)
-            except (redis.RedisError, StopIteration):
+                self.connect(primary).rpush(self.key, value)
+            except (redis.RedisError, StopIteration) as error:
                 self.errors += 1
+                self.failures.append(repr(error))
                 time.sleep(0.2)
                 continue
             self.acked.append(value)

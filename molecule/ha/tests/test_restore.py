@@ -1,7 +1,9 @@
-"""Backup and restore of the broker (runs last: after test_ha.py and test_partition.py).
+"""Backup and restore of the broker (runs last: after test_ha.py, test_partition.py and
+test_pki_rotation.py).
 
 The nodes start on the inventory's settings: test_ha.py's last converge (its handover test)
-applies them and test_partition.py converges nothing; checked first, on the setting that
+applies them, test_partition.py converges nothing and test_pki_rotation.py's converges keep
+them; checked first, on the setting that
 test_ha.py's config changes vary. Then real Celery messages (send_task through the
 Sentinels) and real dead letters (the worker's own writer) go to the primary; the backup
 service runs on every node as its timer would (one more time than the retention), on the
