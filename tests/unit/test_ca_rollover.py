@@ -8,13 +8,13 @@ bundle, a writer never refused) is molecule ha's test_pki_rotation.py."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+
+from harness import playbook as ansible
 
 ROOT = Path(__file__).resolve().parents[2]
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
@@ -46,24 +46,7 @@ def run(tmp_path: Path, *tasks: str, step: str = "") -> tuple[int, str]:
         "fleet_no_log": False,
         "ansible_python_interpreter": sys.executable,
     }
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            json.dumps(extra),
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
-        check=False,
-        timeout=180,
-    )
+    result = ansible.run("-i", "localhost,", "-c", "local", "-e", json.dumps(extra), str(playbook))
     return result.returncode, result.stdout + result.stderr
 
 

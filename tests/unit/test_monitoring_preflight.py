@@ -5,13 +5,13 @@ against localhost, one bad value at a time, after a run where every input is val
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from harness import playbook as ansible
 
 ROOT = Path(__file__).resolve().parents[2]
 VALID: dict[str, Any] = {
@@ -63,22 +63,7 @@ def preflight(
             }
         )
     )
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            "-e",
-            f"@{extra}",
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
-        check=False,
-        timeout=180,
-    )
+    result = ansible.run("-i", str(inventory), "-e", f"@{extra}", str(playbook))
     return result.returncode, result.stdout + result.stderr
 
 

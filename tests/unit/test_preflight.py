@@ -7,16 +7,14 @@ control: a check that refused everything, or a failure elsewhere, cannot pass th
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import modules
+from harness import modules, playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = "Xk3-f9Qz_2LmPa7wR0tY"
@@ -113,8 +111,8 @@ def preflight(
     """Run ROLE's preflight.yml on localhost (groups redis and sentinel); return the output.
     ``beat_hosts``: how many hosts the celery_beat group has (node1 and placeholders that no
     task is run on); ``monitoring``: the inventory has a monitoring group (a placeholder)."""
-    playbook = tmp_path / "preflight.yml"
-    playbook.write_text(
+    playbook_file = tmp_path / "preflight.yml"
+    playbook_file.write_text(
         f"""
 - hosts: all
   gather_facts: false
@@ -146,23 +144,8 @@ def preflight(
     )
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps({"fleet_no_log": False, **variables}))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            "--limit",
-            "node1",
-            "-e",
-            f"@{extra}",
-            str(playbook),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NO_COLOR": "1"},
-        check=False,
-        timeout=120,
+    result = playbook.run(
+        "-i", str(inventory), "--limit", "node1", "-e", f"@{extra}", str(playbook_file), timeout=120
     )
     return result.stdout + result.stderr
 
