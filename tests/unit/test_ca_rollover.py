@@ -16,7 +16,6 @@ from cryptography import x509
 
 from harness import playbook as ansible
 
-ROOT = Path(__file__).resolve().parents[2]
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from harness import playbook as ansible
 
-ROOT = Path(__file__).resolve().parents[2]
 VALID: dict[str, Any] = {
     "monitoring_alert_webhook_url": "https://pager.example.com/hook",
     "monitoring_redis_password": "Xk3-f9Qz_2LmPa7wR0tYc",
