@@ -12,7 +12,7 @@ APP_REQUIREMENTS ?=
 WHEEL_PYTHON ?= 3.11
 WHEEL_ARCH ?= $(shell uname -m)
 
-.PHONY: wheelhouse deploy verify restart-workers backup restore ca-rollover test-molecule-fleet
+.PHONY: wheelhouse deploy verify restart-workers upgrade-redis backup restore ca-rollover test-molecule-fleet
 
 $(WHEELHOUSE)/.done: requirements.txt pyproject.toml $(shell find src -name '*.py' 2>/dev/null) | $(VENV)/.done
 	@echo "==> wheelhouse $(WHEELHOUSE) (python $(WHEEL_PYTHON), $(WHEEL_ARCH))"
@@ -47,6 +47,13 @@ add-workers: setup wheelhouse ## Converge only new worker hosts (and the monitor
 retire-workers: setup ## Drain and remove worker hosts, one at a time; Flower forgets them: make retire-workers INVENTORY=... HOSTS=name[,name]
 	@test -n "$(HOSTS)" || { echo "make retire-workers: set HOSTS=name[,name] (docs/operations.md, \"Scaling the workers\")" >&2; exit 2; }
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e retire_hosts=$(HOSTS) playbooks/retire-workers.yml $(DEPLOY_ARGS)
+
+# The Debian version of redis-server, redis-tools and redis-sentinel for make upgrade-redis
+# (`apt-cache policy redis-server` on a data node). docs/operations.md, "Upgrading Redis".
+VERSION ?=
+
+upgrade-redis: setup ## Move the Redis packages to redis_package_version (inventory), or VERSION for this run (then put it in the inventory too, or the next deploy moves back), restarting one node at a time: make upgrade-redis INVENTORY=... [VERSION=5:7.0.15-1~deb12u10]
+	$(BIN)/ansible-playbook -i $(INVENTORY) $(if $(VERSION),-e 'redis_package_version=$(VERSION)') playbooks/redis.yml $(DEPLOY_ARGS)
 
 backup: setup ## Verified Redis snapshot now on the data nodes (as the backup timer does): make backup INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml $(DEPLOY_ARGS)

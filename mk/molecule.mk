@@ -25,7 +25,13 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 # included), fleet 2002, default 393 (2990 s). Since: ha -114 s (test_restore converges no
 # more: 168 s), integration +15 (log rotation); e2e +~60 (make scale, loopback probes,
 # expression-browser links: 496 s warm), fleet +~210 (test_scale: retire and add a worker
-# host under a producer, ~180 s). Moving default (393 s) to the process lane would make it
-# the longer one.
+# host under a producer, ~180 s); ha +240 (test_pki_rotation) and +~200 to ~350
+# (test_upgrade.py: four converges of the broker roles, 34 + 36 + 58 + 31 s on a quiet
+# machine, 64 + 68 + 136 + 62 s with CI's rabbitmq and fleet beside it). Measured
+# 2026-12-02, all of `make test-molecule-ha`: 1552 s with two other scenarios beside it
+# (before test_pki_rotation); ~1075 s on a quiet machine with it (1646 s, of which ~570 s
+# a restore stuck on a Redis that refused SIGTERM while writing its initial AOF). Process
+# lane now ~3500 s, systemd ~3260. Moving default (393 s) to the process lane would make
+# it the longer one.
 TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
 TEST_SYSTEMD_TARGETS += test-molecule-default

@@ -551,3 +551,46 @@ def test_a_bad_backup_setting_fails_preflight_naming_it(
     out = preflight(tmp_path, "redis", {**valid(tmp_path, "redis"), **BACKUP, variable: value})
     assert message in flat(out), out
     assert "failed=1" in out, out
+
+
+# Package versions (redis_package_version, redis_sentinel_package_version): a Debian version
+# string or "" (keep what is installed); on a host that is a data node and a Sentinel (node1
+# here) both must be one version: the packages depend on each other at exactly one version.
+@pytest.mark.parametrize(
+    ("role", "bad", "message"),
+    [
+        ("redis", {"redis_package_version": "latest"}, 'redis_package_version is "latest"'),
+        (
+            "redis_sentinel",
+            {"redis_sentinel_package_version": "7.0.*"},
+            'redis_sentinel_package_version is "7.0.*"',
+        ),
+        (
+            "redis",
+            {
+                "redis_package_version": "5:7.0.15-1~deb12u10",
+                "redis_sentinel_package_version": "5:7.0.15-1~deb12u7",
+            },
+            "Set redis_package_version only",
+        ),
+        (
+            "redis_sentinel",
+            {"redis_sentinel_package_version": "5:7.0.15-1~deb12u7"},
+            "Set redis_package_version only",
+        ),
+    ],
+)
+def test_a_bad_package_version_fails_preflight_naming_it(
+    tmp_path: Path, role: str, bad: dict[str, Any], message: str
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **bad})
+    assert message in flat(out).replace('\\"', '"'), out
+    assert "failed=1" in out, out
+
+
+@pytest.mark.parametrize("role", ["redis", "redis_sentinel"])
+def test_one_package_version_for_both_roles_passes_preflight(tmp_path: Path, role: str) -> None:
+    out = preflight(
+        tmp_path, role, {**valid(tmp_path, role), "redis_package_version": "5:7.0.15-1~deb12u10"}
+    )
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", out), out

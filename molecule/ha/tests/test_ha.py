@@ -377,6 +377,17 @@ class Writer(threading.Thread):
     def longest_gap(self) -> float:
         return max(b - a for a, b in zip(self.times, self.times[1:], strict=False))
 
+    def check(self, primary: str, what: str) -> None:
+        """Every acknowledged value is in the list on ``primary``, and writes never stalled
+        for longer than a failover; prints the figures for ``what``."""
+        stored = {int(v) for v in fleet.app(primary).lrange(self.key, 0, -1)}
+        lost = [v for v in self.acked if v not in stored]
+        assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:20]}"
+        assert len(self.acked) > 100, len(self.acked)
+        gap = self.longest_gap()
+        print(f"{what}: {len(self.acked)} writes, longest gap {gap:.1f}s, {self.errors} retries")
+        assert gap < 45, f"writes stalled for {gap:.1f}s"
+
 
 @pytest.mark.timeout(fleet.CONVERGE_TEST_TIMEOUT)
 def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> None:
@@ -425,10 +436,4 @@ def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> 
     for node in NODES:
         conf = fleet.docker("exec", node, "cat", "/etc/redis/redis.conf")
         assert (max_lag(node), f"\nmin-replicas-max-lag {lag}\n" in conf) == (lag, True), node
-    stored = {int(v) for v in fleet.app(new).lrange("mol:ha:handover", 0, -1)}
-    lost = [v for v in writer.acked if v not in stored]
-    assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:20]}"
-    assert len(writer.acked) > 100, len(writer.acked)
-    gap = writer.longest_gap()
-    print(f"handover: {len(writer.acked)} writes, longest gap {gap:.1f}s, {writer.errors} retries")
-    assert gap < 45, f"writes stalled for {gap:.1f}s"
+    writer.check(new, "handover")
