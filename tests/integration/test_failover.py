@@ -226,11 +226,14 @@ def test_demoted_primary_is_not_written_to(
 # A message a worker holds when the primary dies comes back only through the visibility
 # timeout: the worker's "Restoring N unacknowledged message(s)" at connection loss writes to
 # the dead primary, so the copy in the unacked index (replicated) waits to be swept.
-# Short values here so the suite waits seconds, not the production hour.
+# Short values here so the suite waits seconds, not the production hour. The soft limit
+# covers the whole run in the pool process, storing the result too: a 4 s task that ends
+# while the failover (5-7 s after the kill here) is still going waits for the new primary to
+# store its result, and with a 6 s limit CI once saw it end as SoftTimeLimitExceeded.
 SHORT_VISIBILITY = {
-    "CELERY_VISIBILITY_TIMEOUT": "12",
-    "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-    "CELERY_TASK_TIME_LIMIT": "8",
+    "CELERY_VISIBILITY_TIMEOUT": "20",
+    "CELERY_TASK_SOFT_TIME_LIMIT": "15",
+    "CELERY_TASK_TIME_LIMIT": "17",
     "CELERY_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 2, '
     '"unacked_restore_throttle": 1}',
 }
