@@ -59,6 +59,7 @@ backup: setup ## Verified Redis snapshot now on the data nodes (as the backup ti
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml $(DEPLOY_ARGS)
 
 # The step of a CA rollover: begin, switch, finish (docs/operations.md, "Rolling the CA over").
+# Role pki checks it (tasks_from: rollover) before anything changes.
 STEP ?=
 
 # The snapshot to restore (an RDB file on this machine) and the data node that becomes the
@@ -72,7 +73,6 @@ restore: setup ## Restore Redis from a snapshot onto a new primary, re-form repl
 	  $(if $(RESTORE_PRIMARY),-e redis_restore_primary=$(RESTORE_PRIMARY)) playbooks/restore.yml $(DEPLOY_ARGS)
 
 ca-rollover: setup wheelhouse ## Roll the CA over, one step a run (begin, switch, finish), converging every host: make ca-rollover INVENTORY=... STEP=begin
-	@case "$(STEP)" in begin|switch|finish) ;; *) echo "make ca-rollover: set STEP=begin, then switch, then finish (docs/operations.md, \"Rolling the CA over\")" >&2; exit 2;; esac
 	$(BIN)/ansible-playbook -i $(INVENTORY) -e fleet_wheelhouse=$(abspath $(WHEELHOUSE)) -e pki_rollover_step=$(STEP) \
 	  playbooks/ca-rollover.yml $(DEPLOY_ARGS)
 
