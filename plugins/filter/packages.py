@@ -14,6 +14,12 @@
   The version is ``pin``; without one, the version already installed (a new package of the
   family joins it instead of pulling the others to the candidate); with nothing installed,
   apt's candidate.
+- ``fleet_redis_versions_problem(redis_version, sentinel_version, host, follower)``: on a
+  host that is a data node and a Sentinel, "" when the two roles' versions agree (or the
+  Sentinel's is "": it follows), else what is wrong. ``follower`` is the role whose
+  preflight asks, named in the advice. Both roles check it before touching a host: the
+  packages depend on each other at exactly one version, so two versions would have the two
+  plays move them back and forth.
 """
 
 from __future__ import annotations
@@ -73,9 +79,26 @@ def fleet_redis_package_plan(
     }
 
 
+def fleet_redis_versions_problem(
+    redis_version: Any, sentinel_version: Any, host: str, follower: str
+) -> str:
+    """'' unless ``sentinel_version`` is set and differs from ``redis_version``."""
+    data = "" if redis_version is None else str(redis_version)
+    sentinel = "" if sentinel_version is None else str(sentinel_version)
+    if sentinel in ("", data):
+        return ""
+    return (
+        f"redis_sentinel_package_version is '{sentinel}' but redis_package_version is '{data}' "
+        f"on {host}, a data node and a Sentinel: redis-server and redis-sentinel depend on "
+        "redis-tools at exactly their own version, so both must be one version. Set "
+        f"redis_package_version only ({follower} follows it)"
+    )
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "fleet_debian_version_problem": fleet_debian_version_problem,
             "fleet_redis_package_plan": fleet_redis_package_plan,
+            "fleet_redis_versions_problem": fleet_redis_versions_problem,
         }

@@ -89,3 +89,16 @@ def test_other_strings_are_refused_naming_the_variable(value: str) -> None:
     problem = PLUGIN.fleet_debian_version_problem(value, "redis_package_version")
     assert problem.startswith("redis_package_version is "), problem
     assert "apt-cache policy redis-server" in problem
+
+
+@pytest.mark.parametrize("sentinel", ["", NEW])
+def test_a_host_of_both_roles_with_one_version_passes(sentinel: str) -> None:
+    assert PLUGIN.fleet_redis_versions_problem(NEW, sentinel, "node1", "this role") == ""
+
+
+@pytest.mark.parametrize("data", ["", OLD])
+def test_a_host_of_both_roles_with_two_versions_is_refused(data: str) -> None:
+    problem = PLUGIN.fleet_redis_versions_problem(data, NEW, "node1", "role redis_sentinel")
+    assert problem.startswith(f"redis_sentinel_package_version is '{NEW}' but ")
+    assert "on node1" in problem
+    assert "Set redis_package_version only (role redis_sentinel follows it)" in problem
