@@ -302,6 +302,39 @@ def test_plain_celery_inputs_pass_that_check(tmp_path: Path) -> None:
     assert "Check the values that reach the unit files" in out, out
 
 
+# Each worker host's own client certificate: role pki issues NAME.pem and NAME.key side by
+# side, so with celery_tls_issue the two paths must be that pair; without it, your files
+# must exist before anything changes on the host.
+def test_an_issued_client_key_elsewhere_than_its_certificate_fails_preflight(
+    tmp_path: Path,
+) -> None:
+    out = preflight(
+        tmp_path,
+        "celery",
+        {
+            "celery_redis_password": GOOD,
+            "celery_tls_cert_src": str(tmp_path / "certs" / "w1.pem"),
+            "celery_tls_key_src": str(tmp_path / "keys" / "w1.key"),
+        },
+    )
+    assert "celery_tls_cert_src must end in .pem and celery_tls_key_src be the same path" in out
+    assert "failed=1" in out, out
+
+
+def test_own_client_files_that_do_not_exist_fail_preflight(tmp_path: Path) -> None:
+    out = preflight(
+        tmp_path,
+        "celery",
+        {
+            "celery_redis_password": GOOD,
+            "celery_tls_issue": False,
+            "celery_tls_cert_src": str(tmp_path / "mine.pem"),
+        },
+    )
+    assert f"celery_tls_cert_src: {tmp_path / 'mine.pem'} does not exist on the controller" in out
+    assert "failed=1" in out, out
+
+
 def test_a_pool_limit_above_an_explicit_visibility_timeout_fails_preflight(tmp_path: Path) -> None:
     pools = [{"name": "long", "queues": ["long"], "soft_time_limit": 3200, "time_limit": 3300}]
     out = preflight(

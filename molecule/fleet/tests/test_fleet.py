@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 import testinfra
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NODES = ["cf-fleet-node1", "cf-fleet-node2", "cf-fleet-node3"]
 ADDRESS = {f"cf-fleet-node{i}": f"10.231.74.1{i}" for i in (1, 2, 3)}
@@ -165,6 +168,26 @@ def test_env_file_and_key_are_private(node: str) -> None:
     key = host(node).file("/etc/celery-fleet/tls/client.key")
     assert key.mode == 0o600
     assert key.user == "celery"
+
+
+def test_each_worker_host_has_its_own_client_identity() -> None:
+    """Role celery issues each host its own clientAuth certificate and key (CN celery-HOST):
+    a key taken from one host is that host's alone. The workers on every node run with it
+    (the fleet tests below), so Redis accepts each."""
+    public_keys = set()
+    for node in NODES:
+        pem = host(node).file("/etc/celery-fleet/tls/client.pem").content_string
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        assert [n.value for n in names] == [f"celery-{node}"], node
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH], node
+        public_keys.add(
+            cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    assert len(public_keys) == len(NODES)
 
 
 def test_beat_runs_on_exactly_one_node() -> None:
