@@ -113,12 +113,17 @@ def test_the_beat_host_is_not_retired() -> None:
 
 
 def assert_retired(node: str) -> None:
-    """No worker or doctor unit and no broker credential or client key left on ``node``;
+    """No worker or doctor unit and no broker credential or client key left on ``node`` (nor
+    its client certificate and key on the controller);
     Flower (restarted) forgot its worker; the doctor is healthy without it."""
     units = sh(node, "ls /etc/systemd/system | grep -E '^celery-(worker@|fleet-doctor)' || true")
     assert units.stdout.strip() == "", units.stdout
     for path in (ENV_FILE, "/etc/celery-fleet/tls", f"{DOCTOR_METRICS}/celery-fleet-doctor.prom"):
         assert sh(node, f"test ! -e {path}", check=False).returncode == 0, f"{node}: {path} left"
+    # Its own client identity is gone from the controller too; the others' stay.
+    assert not any(Path(p).exists() for p in fleet.client_cert(f"celery-{node}"))
+    for other in STAYING:
+        assert all(Path(p).exists() for p in fleet.client_cert(f"celery-{other}")), other
     # Its gauges start empty on the restart; the workers that stay announce themselves again
     # within a heartbeat (2 s by default; 60 s allowed).
     online = fleet.wait_for(
