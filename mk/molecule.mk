@@ -8,7 +8,7 @@ MOLECULE := cd $(CURDIR) && NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 $(BIN)/mole
 molecule-image: ## Build the systemd node image for molecule (FROM debian:bookworm-slim)
 	docker build -q -t $(MOLECULE_IMAGE) -f molecule/Dockerfile molecule >/dev/null
 
-test-molecule-default: setup molecule-image ## Molecule: one TLS-only Redis node (create, converge, idempotence, verify, destroy)
+test-molecule-default: setup molecule-image ## Molecule: one TLS-only Redis node (create, check, converge, idempotence, verify, destroy)
 	$(MOLECULE) test -s default
 
 test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sentinels, failover and re-converge
@@ -27,7 +27,9 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 # site.yml) and +~200 to ~350 (test_upgrade.py: four converges of the broker roles, 34 + 36
 # + 58 + 31 s on a quiet machine, 64 + 68 + 136 + 62 s with two scenarios beside it); all of
 # `make test-molecule-ha` with both: ~1075 s on a quiet machine; fleet +~20 (the data nodes'
-# disk check); unit +~60 (the CA rollover's controller steps). Moving default (~250-450 s)
-# to the process lane would make it the longer one.
+# disk check); unit +~60 (the CA rollover's controller steps); default +~65 (the check-mode
+# converge of the fresh node: 63 s of playbook against converge's 71, load ~11 on 2 cores;
+# whole scenario 810 s at that load). Moving default (~310-510 s) to the process lane would
+# make it the longer one.
 TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
 TEST_SYSTEMD_TARGETS += test-molecule-default
