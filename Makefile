@@ -40,11 +40,12 @@ docs: setup ## Rewrite the inputs tables of docs/roles/*.md from roles/*/meta/ar
 test-integration: setup ## Real redis-server/redis-sentinel processes and Celery workers on loopback, fault suite
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration tests/faults
 
-# Each layer adds its own targets to one of the two lanes of `test` in mk/*.mk: the
-# process lane (TEST_TARGETS) and the systemd lane (TEST_SYSTEMD_TARGETS: compose end to
-# end, molecule fleet).
-TEST_TARGETS := lint test-unit test-integration
-TEST_SYSTEMD_TARGETS :=
+# Each layer adds its own targets to one of the two lanes of `test` in mk/*.mk, balanced by
+# measured durations (mk/molecule.mk): the process lane (TEST_TARGETS: lint, integration,
+# compose end to end, molecule ha) and the systemd lane (TEST_SYSTEMD_TARGETS: unit,
+# molecule fleet, rabbitmq, default).
+TEST_TARGETS := lint test-integration
+TEST_SYSTEMD_TARGETS := test-unit
 -include mk/*.mk
 
 test: setup ## Everything CI runs, two lanes side by side (TEST_LANES=1: one after the other)

@@ -93,6 +93,6 @@ test-e2e: setup ## Compose end to end: up, hardening, secrets, smoke, beat, Flow
 test-e2e-failover: setup ## Only the compose failover under load (with the stack it needs)
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e -k "up_says or failover or down_leaves"
 
-# Lane of `make test`: first in the systemd lane, before molecule fleet and default (the
-# durations of both lanes: mk/molecule.mk).
-TEST_SYSTEMD_TARGETS += test-e2e
+# Lane of `make test`: the process lane, after the integration tests and before molecule ha
+# (the durations of both lanes: mk/molecule.mk).
+TEST_TARGETS += test-e2e

@@ -29,7 +29,12 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 # `make test-molecule-ha` with both: ~1075 s on a quiet machine; fleet +~20 (the data nodes'
 # disk check); unit +~60 (the CA rollover's controller steps); default +~65 (the check-mode
 # converge of the fresh node: 63 s of playbook against converge's 71, load ~11 on 2 cores;
-# whole scenario 810 s at that load). Moving default (~310-510 s) to the process lane would
-# make it the longer one.
-TEST_TARGETS += test-molecule-ha test-molecule-rabbitmq
-TEST_SYSTEMD_TARGETS += test-molecule-default
+# whole scenario 810 s at that load).
+# Measured in both lanes on this machine, 2026-12-02 (ci32, fresh clone of e189ef5, images
+# built, new venv): 2941 s; process = lint 47, unit 194, integration 553, ha 1655, rabbitmq
+# 457 (2906); systemd = e2e 493, fleet 1720, default 378 (2591). So now: process = lint,
+# integration, e2e, ha (2748); systemd = unit, fleet, rabbitmq, default (2749). Fleet
+# (systemd lane, from ~200 s) builds the molecule image and the wheelhouse before e2e
+# (~600 s) and ha (~1100 s) need them.
+TEST_TARGETS += test-molecule-ha
+TEST_SYSTEMD_TARGETS += test-molecule-rabbitmq test-molecule-default
