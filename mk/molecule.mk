@@ -14,7 +14,7 @@ test-molecule-default: setup molecule-image ## Molecule: one TLS-only Redis node
 test-molecule-ha: setup molecule-image ## Molecule: primary + 2 replicas + 3 Sentinels, failover and re-converge
 	$(MOLECULE) test -s ha
 
-test-molecule-rabbitmq: setup molecule-image wheelhouse ## Molecule: 3-node TLS-only RabbitMQ cluster, users' permissions, SIGKILL of a quorum queue's leader, a Celery worker on it (fleet_broker=rabbitmq)
+test-molecule-rabbitmq: setup molecule-image wheelhouse ## Molecule: check mode on the fresh nodes, then a 3-node TLS-only RabbitMQ cluster, users' permissions, SIGKILL of a quorum queue's leader, a Celery worker on it (fleet_broker=rabbitmq)
 	$(MOLECULE) test -s rabbitmq
 
 test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## The roles' molecule scenarios (default, ha, rabbitmq)
