@@ -35,6 +35,9 @@ test-molecule: test-molecule-default test-molecule-ha test-molecule-rabbitmq ## 
 # 457 (2906); systemd = e2e 493, fleet 1720, default 378 (2591). So now: process = lint,
 # integration, e2e, ha (2748); systemd = unit, fleet, rabbitmq, default (2749). Fleet
 # (systemd lane, from ~200 s) builds the molecule image and the wheelhouse before e2e
-# (~600 s) and ha (~1100 s) need them.
+# (~600 s) and ha (~1100 s) need them. Since: rabbitmq +~130 to ~520 (the check-mode converge
+# of the three fresh nodes: 128 s of playbook at load ~6, 516 s at load ~12 against that run's
+# converge 370, idempotence 259, verify 474; whole scenario 1819 s at that load, two other
+# scenarios beside it).
 TEST_TARGETS += test-molecule-ha
 TEST_SYSTEMD_TARGETS += test-molecule-rabbitmq test-molecule-default
