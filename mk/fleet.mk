@@ -79,7 +79,7 @@ ca-rollover: setup wheelhouse ## Roll the CA over, one step a run (begin, switch
 verify: setup ## Check a deployment (celery-fleet doctor on the hosts): make verify INVENTORY=...
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/verify.yml $(DEPLOY_ARGS)
 
-test-molecule-fleet: setup molecule-image wheelhouse ## Molecule: 3 nodes, site.yml, tasks across hosts, kill -9, warm stop, one beat, Flower auth, doctor
+test-molecule-fleet: setup molecule-image wheelhouse ## Molecule: 3 nodes, site.yml, tasks across hosts, kill -9, warm stop, beat lock across a beat host kill, Flower auth, doctor
 	cd $(CURDIR) && $(BIN)/molecule -c molecule/base.yml test -s fleet
 
 TEST_SYSTEMD_TARGETS += test-molecule-fleet

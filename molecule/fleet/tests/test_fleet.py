@@ -26,7 +26,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NODES = ["cf-fleet-node1", "cf-fleet-node2", "cf-fleet-node3"]
 ADDRESS = {f"cf-fleet-node{i}": f"10.231.74.1{i}" for i in (1, 2, 3)}
+# node1 runs every kind of unit (worker, beat, Flower); node3 is the other beat host.
 BEAT_NODE = FLOWER_NODE = "cf-fleet-node1"
+BEAT_NODES = ["cf-fleet-node1", "cf-fleet-node3"]
 FLOWER_URL = f"https://{ADDRESS[FLOWER_NODE]}:5555"
 FLOWER_AUTH = "admin:mol-Flower-5d7e9f1a3b5c7d92"
 WORKER_UNIT = "celery-worker@default.service"
@@ -190,13 +192,59 @@ def test_each_worker_host_has_its_own_client_identity() -> None:
     assert len(public_keys) == len(NODES)
 
 
-def test_beat_runs_on_exactly_one_node() -> None:
+def beat_sends(node: str, since: float, until: float | None = None) -> list[float]:
+    """When ``node``'s beat sent the demo app's periodic task (journal, Unix seconds)."""
+    window = f"--since @{int(since)}" + (f" --until @{int(until) + 1}" if until else "")
+    journal = sh(
+        node, f"journalctl -u celery-beat.service {window} -o short-unix --no-pager"
+    ).stdout
+    return [
+        float(line.split(" ", 1)[0])
+        for line in journal.splitlines()
+        if "Sending due task heartbeat (demo_app.tasks.heartbeat)" in line
+        and since <= float(line.split(" ", 1)[0]) <= (until or float("inf"))
+    ]
+
+
+def lock_holder() -> str | None:
+    """The host whose beat holds the beat lock (its value: host:pid:random), read from
+    node2 (never a beat host) through the app's own settings: on the primary, via Sentinel."""
+    holder = client(
+        "cf-fleet-node2",
+        """
+from celery_fleet import beatlock
+with app.connection_for_write() as conn:
+    print(json.dumps(beatlock.holder(conn.default_channel.client.get(beatlock.LOCK_KEY))))
+""",
+    )
+    return str(holder) if holder else None
+
+
+def test_beat_runs_on_every_beat_host_and_exactly_one_holds_the_lock_and_sends() -> None:
+    """celery_beat_lock in this scenario: beat runs on both hosts of celery_beat, one holds
+    celery-fleet:beat-lock and sends, the other stands by and sends nothing."""
     running = [n for n in NODES if host(n).service("celery-beat.service").is_running]
-    assert running == [BEAT_NODE]
-    props = host(BEAT_NODE).service("celery-beat.service").systemd_properties
-    assert props["StateDirectory"] == "celery-beat"
-    # The persistent schedule (shelve adds its own suffix, e.g. .db).
-    assert host(BEAT_NODE).run("ls /var/lib/celery-beat/celerybeat-schedule*").rc == 0
+    assert running == BEAT_NODES
+    for node in BEAT_NODES:
+        props = host(node).service("celery-beat.service").systemd_properties
+        assert props["StateDirectory"] == "celery-beat"
+        # The persistent schedule (shelve adds its own suffix, e.g. .db).
+        assert host(node).run("ls /var/lib/celery-beat/celerybeat-schedule*").rc == 0
+        assert host(node).file(ENV_FILE).contains("^CELERY_FLEET_BEAT_LOCK=.*true")
+    active = lock_holder()
+    assert active in BEAT_NODES, f"the beat lock is held by {active!r}"
+    # Three periods (5 s): the holder sends, the standby sends nothing and says it stands by.
+    since = int(sh(NODES[0], "date +%s").stdout)
+    time.sleep(16)
+    assert lock_holder() == active, "the lock changed hands on a quiet fleet"
+    for node in BEAT_NODES:
+        sends = beat_sends(node, since, since + 15)
+        if node == active:
+            assert 2 <= len(sends) <= 4, f"{node} holds the lock and sent {len(sends)} in 15 s"
+        else:
+            assert sends == [], f"{node} stands by but sent at {sends}"
+            journal = sh(node, "journalctl -u celery-beat.service -o cat --no-pager").stdout
+            assert "beat lock: standby" in journal, journal[-2000:]
 
 
 # --- tasks across the fleet ----------------------------------------------------------------
