@@ -42,8 +42,8 @@ test-integration: setup ## Real redis-server/redis-sentinel processes and Celery
 
 # Each layer adds its own targets to one of the two lanes of `test` in mk/*.mk, balanced by
 # measured durations (mk/molecule.mk): the process lane (TEST_TARGETS: lint, integration,
-# compose end to end, molecule ha) and the systemd lane (TEST_SYSTEMD_TARGETS: unit,
-# molecule fleet, rabbitmq, default).
+# compose end to end, molecule ha, default) and the systemd lane (TEST_SYSTEMD_TARGETS:
+# unit, molecule fleet, rabbitmq).
 TEST_TARGETS := lint test-integration
 TEST_SYSTEMD_TARGETS := test-unit
 -include mk/*.mk

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test` in two lanes side by side (which target goes where: mk/*.mk, balanced by
-# measured durations): lane "process" (lint, integration, compose end to end, molecule ha) and
-# lane "systemd" (unit, molecule fleet, the longest scenario, rabbitmq, default). Molecule spends
+# measured durations): lane "process" (lint, integration, compose end to end, molecule ha,
+# default) and lane "systemd" (unit, molecule fleet, the longest scenario, rabbitmq). Molecule spends
 # most of its time waiting on containers, systemd and Sentinel timers, so the two lanes
 # share the two cores well (sequential: TEST_LANES=1 make test).
 # Usage: lanes.sh "<targets of lane 1>" "<targets of lane 2>"
