@@ -586,6 +586,37 @@ def test_a_bad_backup_setting_fails_preflight_naming_it(
     assert "failed=1" in out, out
 
 
+# The config folder is the one place under /etc its daemon may write (the unit's
+# ReadWritePaths): never /etc/redis itself, never a folder holding the TLS files, the backup
+# password or the other daemon's config.
+@pytest.mark.parametrize(
+    ("role", "bad"),
+    [
+        ("redis", {"redis_conf_dir": "/etc/redis"}),
+        ("redis", {"redis_conf_dir": "/etc/redis/"}),
+        ("redis", {"redis_conf_dir": "/etc"}),
+        ("redis", {"redis_conf_dir": "etc/redis/server"}),
+        ("redis", {"redis_conf_path": "/etc/redis/redis.conf"}),
+        ("redis", {"redis_conf_dir": "/etc/fleet", "redis_tls_dir": "/etc/fleet/tls"}),
+        ("redis", {"redis_backup_env_file": "/etc/redis/server/backup.env"}),
+        ("redis_sentinel", {"redis_sentinel_conf_dir": "/etc/redis"}),
+        (
+            "redis_sentinel",
+            {"redis_sentinel_conf_dir": "/etc/redis/server", "redis_conf_dir": "/etc/redis/server"},
+        ),
+        ("redis_sentinel", {"redis_sentinel_conf_path": "/etc/redis/sentinel.conf"}),
+    ],
+)
+def test_a_config_folder_the_daemon_should_not_write_fails_preflight(
+    tmp_path: Path, role: str, bad: dict[str, str]
+) -> None:
+    out = preflight(tmp_path, role, {**valid(tmp_path, role), **bad})
+    name = "redis_conf_dir" if role == "redis" else "redis_sentinel_conf_dir"
+    assert f"{name} (" in flat(out), out
+    assert "is the only folder under /etc that" in flat(out), out
+    assert "failed=1" in out, out
+
+
 # Package versions (redis_package_version, redis_sentinel_package_version): a Debian version
 # string or "" (keep what is installed); on a host that is a data node and a Sentinel (node1
 # here) both must be one version: the packages depend on each other at exactly one version.

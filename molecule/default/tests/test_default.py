@@ -10,6 +10,7 @@ from pathlib import Path
 import fleet
 import pytest
 import redis
+import sandbox
 
 NODE = "cf-mol-default-redis-1"
 EXAMPLE_SECRETS = fleet.PROJECT_DIR / "inventory.example" / "group_vars" / "all" / "secrets.yml"
@@ -25,17 +26,21 @@ def test_only_the_tls_port_listens(host) -> None:
 
 
 def test_secrets_are_private_files(host) -> None:
-    for path in ["/etc/redis/redis.conf", "/etc/redis/users.acl", "/etc/redis/tls/server.key"]:
+    for path in [
+        "/etc/redis/server/redis.conf",
+        "/etc/redis/server/users.acl",
+        "/etc/redis/tls/server.key",
+    ]:
         f = host.file(path)
         assert f.user == "redis"
         assert f.mode == 0o600, path
-    acl = host.file("/etc/redis/users.acl").content_string
+    acl = host.file("/etc/redis/server/users.acl").content_string
     for password in fleet.passwords():
         assert password not in acl  # SHA-256 hashes only
 
 
 def test_config_has_the_broker_settings(host) -> None:
-    conf = host.file("/etc/redis/redis.conf").content_string
+    conf = host.file("/etc/redis/server/redis.conf").content_string
     for line in [
         "port 0",
         "tls-port 6379",
@@ -45,7 +50,7 @@ def test_config_has_the_broker_settings(host) -> None:
         "maxmemory-policy noeviction",
         "appendonly yes",
         "appendfsync everysec",
-        "aclfile /etc/redis/users.acl",
+        "aclfile /etc/redis/server/users.acl",
     ]:
         assert f"\n{line}\n" in conf, line
     assert "\nrequirepass" not in conf
@@ -59,17 +64,43 @@ def test_service_runs_sandboxed(host) -> None:
     assert props["ProtectSystem"] == "strict"
     assert props["NoNewPrivileges"] == "yes"
     assert props["PrivateUsers"] == "no"  # switched off for containers only
-    assert "/etc/redis/redis.conf" in props["ExecStart"]
+    assert "/etc/redis/server/redis.conf" in props["ExecStart"]
+
+
+def test_redis_may_write_no_file_in_etc_but_its_own_config_folder() -> None:
+    """Tried from inside the unit's sandbox as user redis: Debian's unit lets Redis write all
+    of /etc/redis (the TLS files, the backup password); the role's drop-in narrows it to the
+    folder of redis.conf, which CONFIG REWRITE needs (it still works, and keeps 0600)."""
+    tried = sandbox.writes(
+        NODE,
+        "redis-server",
+        "redis",
+        [
+            "/etc/redis/server/.probe",
+            "/etc/redis/.probe",
+            "/etc/redis/tls/.probe",
+            "/etc/.probe",
+        ],
+    )
+    assert tried == {
+        "/etc/redis/server/.probe": "written",
+        "/etc/redis/.probe": "EROFS",
+        "/etc/redis/tls/.probe": "EROFS",
+        "/etc/.probe": "EROFS",
+    }
+    assert fleet.admin(NODE).config_rewrite()
+    mode = fleet.docker("exec", NODE, "stat", "-c", "%U %a", "/etc/redis/server/redis.conf")
+    assert mode.strip() == "redis 600"
 
 
 def test_validator_rejects_a_broken_config(host) -> None:
-    host.run_test("cp /etc/redis/redis.conf /tmp/broken.conf")
+    host.run_test("cp /etc/redis/server/redis.conf /tmp/broken.conf")
     host.run_test("echo 'maxmemory-policy sometimes' >> /tmp/broken.conf")
     assert host.run("/usr/local/sbin/redis-check-config /tmp/broken.conf").rc != 0
-    assert host.run("/usr/local/sbin/redis-check-config /etc/redis/redis.conf").rc == 0
+    assert host.run("/usr/local/sbin/redis-check-config /etc/redis/server/redis.conf").rc == 0
     host.run_test("echo 'usr celery on' > /tmp/broken.acl")
     assert host.run("/usr/local/sbin/redis-check-config --acl /tmp/broken.acl").rc != 0
-    assert host.run("/usr/local/sbin/redis-check-config --acl /etc/redis/users.acl").rc == 0
+    assert host.run("/usr/local/sbin/redis-check-config --acl /etc/redis/server/users.acl").rc == 0
 
 
 def test_plaintext_is_refused() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import fleet
 import pytest
 import redis
+import sandbox
 
 from harness import render
 
@@ -66,12 +67,31 @@ def test_each_node_listens_on_the_tls_ports_only(host) -> None:
 
 
 def test_sentinel_config_is_private_and_writable_by_sentinel(host) -> None:
-    f = host.file("/etc/redis/sentinel.conf")
+    f = host.file("/etc/redis/sentinel/sentinel.conf")
     assert f.user == "redis"
     # The role writes 0600 and the unit's UMask=0077 keeps Sentinel's own rewrites 0600.
     assert f.mode == 0o600, oct(f.mode)
-    assert host.file("/etc/redis").user == "redis"
+    assert host.file("/etc/redis/sentinel").user == "redis"
     assert host.service("redis-sentinel").is_running
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_redis_and_sentinel_may_write_only_their_own_config_folder_in_etc(node: str) -> None:
+    """Both run as user redis, which owns /etc/redis (Debian); each unit's sandbox, tried from
+    inside it, lets it write only the folder of its own config file."""
+    others = ["/etc/redis/.probe", "/etc/redis/tls/.probe", "/etc/.probe"]
+    server = "/etc/redis/server/.probe"
+    sentinel = "/etc/redis/sentinel/.probe"
+    assert sandbox.writes(node, "redis-server", "redis", [server, sentinel, *others]) == {
+        server: "written",
+        sentinel: "EROFS",
+        **dict.fromkeys(others, "EROFS"),
+    }
+    assert sandbox.writes(node, "redis-sentinel", "redis", [sentinel, server, *others]) == {
+        sentinel: "written",
+        server: "EROFS",
+        **dict.fromkeys(others, "EROFS"),
+    }
 
 
 def test_the_bootstrap_primary_replicates_to_both_replicas_over_tls() -> None:
@@ -210,7 +230,11 @@ def test_failover_promotes_a_replica_and_the_old_primary_rejoins() -> None:
 
 @pytest.mark.parametrize("node", NODES)
 def test_config_files_stay_0600_after_the_failover_rewrites_them(node: str) -> None:
-    for path in ("/etc/redis/redis.conf", "/etc/redis/sentinel.conf", "/etc/redis/users.acl"):
+    for path in (
+        "/etc/redis/server/redis.conf",
+        "/etc/redis/server/users.acl",
+        "/etc/redis/sentinel/sentinel.conf",
+    ):
         owner_mode = fleet.docker("exec", node, "stat", "-c", "%U %a", path).strip()
         assert owner_mode == "redis 600", f"{path} on {node}: {owner_mode}"
 
@@ -434,6 +458,6 @@ def test_a_config_change_restarts_the_replicas_then_hands_the_primary_over() -> 
     # (a CONFIG REWRITE before its restart once wrote the old value back over the rendered
     # file, and it restarted with it while the recorded digest said it was converged).
     for node in NODES:
-        conf = fleet.docker("exec", node, "cat", "/etc/redis/redis.conf")
+        conf = fleet.docker("exec", node, "cat", "/etc/redis/server/redis.conf")
         assert (max_lag(node), f"\nmin-replicas-max-lag {lag}\n" in conf) == (lag, True), node
     writer.check(new, "handover")

@@ -236,7 +236,7 @@ def test_a_snapshot_restored_onto_wiped_nodes_brings_back_the_queue_and_the_dead
     # AOF on again, written from the restored data; redis.conf as the role renders it.
     assert new.config_get("appendonly") == {"appendonly": "yes"}
     assert "manifest" in sh(target, "ls", "/var/lib/redis/appendonlydir")
-    conf = sh(target, "cat", "/etc/redis/redis.conf")
+    conf = sh(target, "cat", "/etc/redis/server/redis.conf")
     assert "\nappendonly yes\n" in conf
     assert "\nreplicaof " not in conf
     fleet.wait_for(
